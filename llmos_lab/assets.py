@@ -128,7 +128,7 @@ def model_path(name: str | os.PathLike) -> str:
     if _HUB_ID.match(text) and not text.startswith((".", "/")):
         return text
     models = [a.name for a in ASSETS.values() if a.kind == "model"] + list(TINY_MODELS)
-    raise UnknownNameError("model", text, models + ["<local directory>", "<hub org/name>"])
+    raise UnknownNameError("model", text, [*models, "<local directory>", "<hub org/name>"])
 
 
 def tiny_model_path(hidden_size: int = 16, layers: int = 2) -> Path:

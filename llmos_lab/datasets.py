@@ -60,7 +60,7 @@ def load(name: str, *, seed: int = 0, fractions: tuple[float, float, float] = (0
 
     Data sets that ship their own test set (MSRA) keep it and split only the rest.
     """
-    spec = get(name)
+    get(name)
     _check_fractions(fractions)
     return _load_cached(name, seed, tuple(fractions)).copy(deep=True)
 
@@ -101,8 +101,8 @@ def _assign_splits(df: pd.DataFrame, seed: int, fractions: tuple[float, float, f
     split = pd.Series(index=todo, dtype=object)
     for idx in groups:
         idx = np.asarray(idx)[rng.permutation(len(idx))]
-        n_train = int(round(fractions[0] * len(idx)))
-        n_val = int(round(fractions[1] * len(idx)))
+        n_train = round(fractions[0] * len(idx))
+        n_val = round(fractions[1] * len(idx))
         split[idx[:n_train]] = "train"
         split[idx[n_train:n_train + n_val]] = "validation"
         split[idx[n_train + n_val:]] = "test"

@@ -62,7 +62,7 @@ class ClassificationReport:
         confusion = pd.DataFrame(confusion_matrix(flat_true, flat_pred, labels=tags),
                                  index=pd.Index(tags, name="true"),
                                  columns=pd.Index(tags, name="predicted"))
-        token_acc = float(np.mean([a == b for a, b in zip(flat_true, flat_pred)])) \
+        token_acc = float(np.mean(np.array(flat_true) == np.array(flat_pred))) \
             if flat_true else 0.0
         micro = raw.get("micro avg", {}).get("f1-score", 0.0)
         return cls(table, confusion, token_acc, float(table.loc["macro avg", "f1"]),

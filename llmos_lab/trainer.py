@@ -241,8 +241,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         path = assets.model_path(cfg.model)
         self.device_ = resolve_device(cfg.device)
-        verbosity = hf_logging.get_verbosity()
+        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()  # "newly initialized classifier" is the point here
+        hf_logging.disable_progress_bar()
         try:
             self.tokenizer_ = AutoTokenizer.from_pretrained(path)
             self.model_ = AutoModelForSequenceClassification.from_pretrained(
@@ -252,6 +253,8 @@ class Trainer:
             ).to(self.device_)
         finally:
             hf_logging.set_verbosity(verbosity)
+            if bars:
+                hf_logging.enable_progress_bar()
         self._rows = []
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:

@@ -1,0 +1,250 @@
+"""Trainer: configuration checks, the step generator, learning, evaluation, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import llmos_lab as lab
+from llmos_lab import events
+from llmos_lab.errors import (
+    ColumnError,
+    ColumnTypeError,
+    ConfigError,
+    EmptyDataError,
+    NotFittedError,
+    UnknownNameError,
+    UnseenLabelError,
+)
+
+POS = ["great", "wonderful", "excellent", "happy", "love"]
+NEG = ["awful", "terrible", "horrible", "sad", "hate"]
+FILL = ["the", "movie", "was", "really", "a", "day", "i", "this", "so", "film", "today"]
+
+
+def keyword_frame(n: int, seed: int) -> pd.DataFrame:
+    """Two classes decided by one sentiment word among fillers: learnable by a tiny model."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        y = int(rng.integers(2))
+        words = list(rng.choice(FILL, 5))
+        words.insert(int(rng.integers(6)), str(rng.choice(POS if y else NEG)))
+        rows.append((" ".join(words), "pos" if y else "neg"))
+    return pd.DataFrame(rows, columns=["text", "label"])
+
+
+@pytest.fixture(scope="module")
+def train_df():
+    return keyword_frame(256, 0)
+
+
+@pytest.fixture(scope="module")
+def test_df():
+    return keyword_frame(100, 1)
+
+
+def tiny_config(**kw) -> lab.TrainConfig:
+    base = dict(model="tiny-bert", epochs=5, lr=1e-2, batch_size=16, warmup=0.0, device="cpu")
+    base.update(kw)
+    return lab.TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_model, train_df, test_df):
+    return lab.Trainer(tiny_config()).fit(train_df, test_df)
+
+
+# ------------------------------------------------------------------------------ config
+
+
+@pytest.mark.parametrize("field,value", [
+    ("epochs", 0), ("epochs", float("nan")), ("batch_size", 0), ("batch_size", 2.5),
+    ("batch_size", True), ("max_length", 0), ("max_length", -3), ("lr", -1.0),
+    ("warmup", 1.0), ("task", "summarization"), ("method", "magic"), ("device", "tpu"),
+    ("max_steps", 0), ("eval_every", -1), ("max_grad_norm", 0.0), ("weight_decay", -0.1),
+])
+def test_config_rejects_bad_values_naming_the_field(field, value):
+    with pytest.raises(ConfigError) as err:
+        lab.TrainConfig(**{field: value})
+    assert err.value.parameter == field
+    assert field in str(err.value)
+
+
+def test_config_from_dict_names_unknown_keys_and_fields():
+    cfg = lab.TrainConfig.from_dict({"model": "tiny-bert", "epochs": 2})
+    assert (cfg.model, cfg.epochs) == ("tiny-bert", 2)
+    with pytest.raises(ConfigError, match="n_layers") as err:
+        lab.TrainConfig.from_dict({"n_layers": 3})
+    assert "batch_size" in str(err.value)
+
+
+def test_config_help_covers_every_field():
+    table = lab.TrainConfig.help()
+    assert "max_length" in table.index
+    assert (table["help"].str.len() > 0).all()
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def test_fit_returns_self_and_learns_the_task(fitted, test_df):
+    h = fitted.history_
+    assert list(h["step"]) == list(range(1, len(h) + 1))
+    assert len(h) == 5 * math.ceil(256 / 16)
+    assert h["loss"].iloc[-5:].mean() < 0.5 * h["loss"].iloc[:5].mean()
+    report = fitted.evaluate(test_df)
+    assert report.accuracy >= 0.9
+    assert fitted.labels_ == ["neg", "pos"]
+    assert fitted.model_.config.id2label == {0: "neg", 1: "pos"}
+
+
+def test_history_has_eval_metrics_once_per_epoch(fitted):
+    h = fitted.history_
+    evaluated = h.dropna(subset=["eval_accuracy"])
+    assert list(evaluated["step"]) == [16, 32, 48, 64, 80]
+    assert {"lr", "samples_per_s", "seconds", "epoch", "eval_macro_f1"} <= set(h.columns)
+    assert h["seconds"].is_monotonic_increasing
+    assert h["lr"].iloc[-1] < h["lr"].iloc[0]  # linear decay
+
+
+def test_steps_yields_one_optimizer_step_per_next(tiny_model, train_df):
+    trainer = lab.Trainer(tiny_config(max_steps=3))
+    gen = trainer.steps(train_df)
+    before = {n: p.detach().clone() for n, p in trainer.model_.named_parameters()}
+    first = next(gen)
+    assert first["step"] == 1
+    changed = [n for n, p in trainer.model_.named_parameters()
+               if not torch.equal(p.detach(), before[n])]
+    assert changed, "one next() should have taken one optimizer step"
+    assert [r["step"] for r in gen] == [2, 3]
+    assert len(trainer.history_) == 3
+
+
+def test_same_seed_gives_identical_weights(tiny_model, train_df):
+    a = lab.Trainer(tiny_config(max_steps=6, seed=3)).fit(train_df)
+    b = lab.Trainer(tiny_config(max_steps=6, seed=3)).fit(train_df)
+    c = lab.Trainer(tiny_config(max_steps=6, seed=4)).fit(train_df)
+    wa, wb, wc = (t.model_.classifier.weight for t in (a, b, c))
+    assert torch.equal(wa, wb)
+    assert not torch.equal(wa, wc)
+
+
+def test_eval_every_and_group_by_length_off(tiny_model, train_df, test_df):
+    trainer = lab.Trainer(tiny_config(max_steps=6, eval_every=2, group_by_length=False))
+    h = trainer.fit(train_df, test_df).history_
+    assert list(h.dropna(subset=["eval_accuracy"])["step"]) == [2, 4, 6]
+
+
+def test_length_grouping_pads_less(tiny_model):
+    rng = np.random.default_rng(0)
+    texts = [" ".join(["word"] * int(n)) for n in rng.integers(1, 60, 640)]
+    trainer = lab.Trainer(tiny_config(max_length=64))
+    trainer.labels_ = ["a"]
+    trainer._setup_model()
+    ids = trainer._encode(texts)
+    lengths = np.array([len(x) for x in ids])
+
+    def padded_tokens(group: bool) -> int:
+        trainer.config = tiny_config(max_length=64, group_by_length=group)
+        batches = trainer._batches(lengths, np.random.default_rng(0))
+        assert sorted(np.concatenate(batches)) == list(range(len(texts)))  # a permutation
+        return sum(len(b) * lengths[b].max() for b in batches)
+
+    assert padded_tokens(True) < 0.7 * padded_tokens(False)
+
+
+def test_predict_keeps_input_order(fitted, test_df):
+    full = fitted.predict(test_df)
+    reversed_ = fitted.predict(list(test_df["text"][::-1]))
+    assert list(full["label"]) == list(reversed_["label"][::-1])
+    probs = full[["p_neg", "p_pos"]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(full["score"], probs.max(axis=1))
+    assert len(fitted.predict([])) == 0
+
+
+def test_training_publishes_events(tiny_model, train_df):
+    seen = []
+    unsubscribe = events.subscribe("train.*", lambda e: seen.append(e.topic))
+    try:
+        lab.Trainer(tiny_config(max_steps=4)).fit(train_df)
+    finally:
+        unsubscribe()
+    assert seen == ["train.start"] + ["train.step"] * 4 + ["train.end"]
+
+
+def test_plot_draws_loss_and_eval_curves(fitted):
+    ax = fitted.plot()
+    assert len(ax.lines) == 2
+    assert any(line.get_label() == "eval_accuracy" for other in ax.figure.axes
+               for line in other.lines)
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def test_missing_columns_are_named(tiny_model, train_df):
+    with pytest.raises(ColumnError, match="'sentence'") as err:
+        lab.Trainer(tiny_config(text_column="sentence")).fit(train_df)
+    assert "text" in str(err.value)  # lists the columns that exist
+    with pytest.raises(ColumnError, match="'sentiment'"):
+        lab.Trainer(tiny_config(label_column="sentiment")).fit(train_df)
+
+
+def test_empty_training_set(tiny_model, train_df):
+    with pytest.raises(EmptyDataError, match="training"):
+        lab.Trainer(tiny_config()).fit(train_df.iloc[:0])
+
+
+def test_labels_unseen_in_training_are_named_with_rows(fitted, test_df):
+    bad = test_df.copy()
+    bad.loc[7, "label"] = "mixed"
+    with pytest.raises(UnseenLabelError, match="mixed") as err:
+        fitted.evaluate(bad)
+    assert err.value.rows == [7]
+    assert "neg" in str(err.value) and "pos" in str(err.value)
+
+
+def test_unseen_eval_labels_fail_before_training(tiny_model, train_df, test_df):
+    bad = test_df.assign(label="neutral")
+    trainer = lab.Trainer(tiny_config())
+    with pytest.raises(UnseenLabelError, match="neutral"):
+        trainer.steps(train_df, bad)
+    assert not hasattr(trainer, "model_")
+
+
+def test_non_string_texts_are_rejected(tiny_model, train_df):
+    bad = train_df.copy()
+    bad["text"] = bad["text"].astype(object)
+    bad.loc[3, "text"] = 42
+    with pytest.raises(ColumnTypeError, match=r"rows \[3\]"):
+        lab.Trainer(tiny_config()).fit(bad)
+
+
+def test_not_fitted_and_unknown_model(train_df):
+    with pytest.raises(NotFittedError):
+        lab.Trainer().evaluate(train_df)
+    with pytest.raises(NotFittedError):
+        _ = lab.Trainer().history_
+    with pytest.raises(UnknownNameError, match="minilm"):
+        lab.Trainer(tiny_config(model="no-such-model")).fit(train_df)
+
+
+# ------------------------------------------------------------------------------ real model
+
+
+@pytest.mark.slow
+def test_minilm_beats_majority_baseline_on_real_tweets(tweets):
+    train = lab.datasets.split(tweets, "train").sample(400, random_state=0)
+    test = lab.datasets.split(tweets, "test").sample(300, random_state=0)
+    trainer = lab.Trainer(lab.TrainConfig(model="minilm", epochs=1, lr=1e-4, max_length=48,
+                                          device="cpu")).fit(train)
+    report = trainer.evaluate(test)
+    baseline = lab.metrics.majority_baseline(train["label"], test["label"])
+    assert report.accuracy > baseline + 0.08, (report.accuracy, baseline)
+    assert set(report.table.index) >= {"negative", "neutral", "positive", "macro avg"}
