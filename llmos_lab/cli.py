@@ -33,7 +33,7 @@ def _assets_install(args: argparse.Namespace) -> int:
 def _assets_check(args: argparse.Namespace) -> int:
     from . import assets
 
-    names = getattr(args, "names", None) or list(assets.ASSETS)
+    names = [assets.get(n).name for n in args.names] or list(assets.ASSETS)
     table = assets.check()
     table = table[table["name"].isin(names)]
     print(table[["name", "kind", "package", "installed", "size_mb", "path"]]

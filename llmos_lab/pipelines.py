@@ -101,7 +101,7 @@ def run(notebook: str | os.PathLike, params: dict[str, Any] | None = None,
 
     path = _existing(notebook)
     params = coerce_parameters(path, params or {})
-    out_dir = Path(output_dir)
+    out_dir = Path(output_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     name = output_name or path.name
     final = out_dir / name
@@ -143,8 +143,19 @@ def coerce_parameters(notebook: str | os.PathLike, params: dict[str, Any]) -> di
             raise ParameterError(
                 f"{Path(notebook).name} declares no parameter {key!r}; "
                 f"its parameters are: {', '.join(declared) or '(none)'}")
-        out[key] = _coerce(key, value, declared[key].get("inferred_type_name", "None"))
+        out[key] = _coerce(key, value, _declared_type(declared[key]))
     return out
+
+
+def _declared_type(info: dict[str, Any]) -> str:
+    """papermill's inferred type (from a type hint), else the type of the default literal."""
+    hinted = info.get("inferred_type_name", "None")
+    if hinted != "None":
+        return hinted
+    try:
+        return type(ast.literal_eval(info.get("default", ""))).__name__
+    except (ValueError, SyntaxError):
+        return "None"
 
 
 def _coerce(key: str, value: Any, declared: str) -> Any:
