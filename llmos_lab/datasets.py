@@ -62,7 +62,12 @@ def load(name: str, *, seed: int = 0, fractions: tuple[float, float, float] = (0
     """
     get(name)
     _check_fractions(fractions)
-    return _load_cached(name, seed, tuple(fractions)).copy(deep=True)
+    df = _load_cached(name, seed, tuple(fractions)).copy(deep=True)
+    for column in ("tokens", "tags"):  # deep copies of a frame share the lists inside cells
+        if column in df:
+            df[column] = df[column].map(list)
+    df.attrs = {**df.attrs, "labels": list(df.attrs["labels"])}
+    return df
 
 
 @functools.lru_cache(maxsize=8)

@@ -7,11 +7,14 @@ strict IOB2) with a token-level confusion matrix beside them.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+from .errors import DataError
 
 
 @dataclass
@@ -34,6 +37,9 @@ class ClassificationReport:
                     labels: Sequence[str] | None = None) -> ClassificationReport:
         from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
+        if len(y_true) == 0 or len(y_true) != len(y_pred):
+            raise DataError(f"need equally many true and predicted labels, at least one; "
+                            f"got {len(y_true)} and {len(y_pred)}")
         labels = list(labels) if labels is not None else sorted(set(y_true) | set(y_pred))
         raw = classification_report(y_true, y_pred, labels=labels, output_dict=True,
                                     zero_division=0)
@@ -52,8 +58,10 @@ class ClassificationReport:
         from seqeval.scheme import IOB2
         from sklearn.metrics import confusion_matrix
 
-        raw = classification_report(y_true, y_pred, mode="strict", scheme=IOB2,
-                                    output_dict=True, zero_division=0)
+        with warnings.catch_warnings(), np.errstate(all="ignore"):  # no entities: mean of []
+            warnings.simplefilter("ignore", RuntimeWarning)
+            raw = classification_report(y_true, y_pred, mode="strict", scheme=IOB2,
+                                        output_dict=True, zero_division=0)
         entity_types = sorted(k for k in raw if not k.endswith(" avg"))
         table = _table(raw, entity_types)
         flat_true = [t for seq in y_true for t in seq]
@@ -70,7 +78,7 @@ class ClassificationReport:
 
     @property
     def labels(self) -> list[str]:
-        return [i for i in self.table.index if not i.endswith(" avg")]
+        return [i for i in self.table.index if i not in _AVERAGES]
 
     def to_dict(self) -> dict[str, float]:
         """Flat summary, the shape ``lab.record`` and history rows use."""
@@ -112,12 +120,17 @@ class ClassificationReport:
             + self.confusion.to_html()
 
 
+_AVERAGES = ("macro avg", "weighted avg")
+
+
 def _table(raw: dict, labels: Sequence[str]) -> pd.DataFrame:
+    """Rows per class plus averages; an average over no classes is 0, not NaN (zero_division)."""
     rows = {}
-    for key in [*labels, "macro avg", "weighted avg"]:
+    for key in [*labels, *_AVERAGES]:
         r = raw.get(key, {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0})
-        rows[key] = {"precision": r["precision"], "recall": r["recall"],
-                     "f1": r["f1-score"], "support": int(r["support"])}
+        rows[key] = {m: float(np.nan_to_num(r[src])) for m, src in
+                     (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score"))}
+        rows[key]["support"] = int(r["support"])
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "class"
     return table
