@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import assets, events
+from . import assets, events, inference
 from .datasets import require_columns, require_rows
 from .devices import check_device, resolve_device
 from .errors import (
@@ -129,6 +129,7 @@ class Trainer:
         config = config or TrainConfig()
         self.config = dataclasses.replace(config, **overrides) if overrides else config
         self._rows: list[dict[str, Any]] = []
+        self._training = False
 
     # ------------------------------------------------------------------ public API
 
@@ -168,13 +169,13 @@ class Trainer:
             texts = list(data[self.config.text_column])
         else:
             texts = list(data)
-        probs = self._probabilities(texts)
-        best = probs.argmax(axis=1) if len(texts) else np.zeros(0, dtype=int)
-        out = pd.DataFrame({"label": [self.labels_[i] for i in best],
-                            "score": probs[np.arange(len(texts)), best]})
-        for i, label in enumerate(self.labels_):
-            out[f"p_{label}"] = probs[:, i]
-        return out
+        cfg = self.config
+        self.model_.eval()  # no dropout; training mode comes back if a run is under way
+        probs = inference.class_probabilities(
+            self.model_, self.tokenizer_, inference.check_texts(texts),
+            max_length=cfg.max_length, batch_size=cfg.eval_batch_size, device=self.device_)
+        self.model_.train(self._training)
+        return inference.probabilities_frame(probs, self.labels_)
 
     @property
     def history_(self) -> pd.DataFrame:
@@ -262,14 +263,7 @@ class Trainer:
         return enc["input_ids"]
 
     def _collate(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
-        width = max(len(x) for x in ids)
-        pad = self.tokenizer_.pad_token_id or 0
-        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for i, row in enumerate(ids):
-            input_ids[i, :len(row)] = torch.tensor(row)
-            mask[i, :len(row)] = 1
-        return {"input_ids": input_ids.to(self.device_), "attention_mask": mask.to(self.device_)}
+        return inference.collate(ids, self.tokenizer_.pad_token_id or 0, self.device_)
 
     def _batches(self, lengths: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
         """One epoch of index batches; length-grouped in chunks of 50 batches if configured."""
@@ -307,6 +301,7 @@ class Trainer:
         events.publish("train.start", trainer=self, total_steps=total, config=cfg)
 
         self.model_.train()
+        self._training = True
         step, started = 0, time.perf_counter()
         while step < total:
             for batch in self._batches(lengths, rng):
@@ -335,32 +330,16 @@ class Trainer:
                 if eval_df is not None and len(eval_df) and (
                         step % eval_every == 0 or step == total):
                     row.update(self._eval_metrics(eval_df))
-                    self.model_.train()
                 self._rows.append(row)
                 events.publish("train.step", trainer=self, total_steps=total, **row)
                 yield row
         self.model_.eval()
+        self._training = False
         events.publish("train.end", trainer=self, steps=step)
 
     def _eval_metrics(self, df: pd.DataFrame) -> dict[str, float]:
         report = self.evaluate(df)
         return {f"eval_{k}": v for k, v in report.to_dict().items()}
-
-    @torch.inference_mode()
-    def _probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        n_labels = len(self.labels_)
-        if not texts:
-            return np.zeros((0, n_labels), dtype=np.float32)
-        self.model_.eval()
-        ids = self._encode(texts)
-        order = np.argsort([len(x) for x in ids], kind="stable")
-        probs = np.zeros((len(ids), n_labels), dtype=np.float32)
-        bs = self.config.eval_batch_size
-        for start in range(0, len(order), bs):
-            idx = order[start:start + bs]
-            logits = self.model_(**self._collate([ids[i] for i in idx])).logits
-            probs[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        return probs
 
 
 def _no_decay(name: str) -> bool:
