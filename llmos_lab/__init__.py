@@ -11,9 +11,10 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"assets", "datasets", "devices", "errors", "events", "metrics", "pipelines",
-               "trainer"}
+_SUBMODULES = {"assets", "datasets", "devices", "errors", "events", "inference", "kernel",
+               "loading", "metrics", "pipelines", "trainer", "units"}
 _EXPORTS = {
+    "ModelKernel": "kernel",
     "TrainConfig": "trainer",
     "Trainer": "trainer",
     "ClassificationReport": "metrics",

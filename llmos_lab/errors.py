@@ -102,3 +102,19 @@ class NotFittedError(LlmosError, AttributeError):
 
 class TrainingError(LlmosError, RuntimeError):
     """Training cannot go on (a non-finite loss, say); names the step."""
+
+
+class TaskError(LlmosError, ValueError):
+    """A model asked to do a task it cannot do; names the model and what it can do."""
+
+
+class MemoryBudgetError(LlmosError, MemoryError):
+    """Nothing can make room: names the model, the bytes missing and what is pinned."""
+
+
+class ModelStateError(LlmosError, RuntimeError):
+    """An operation that does not fit a model's state: loading a name twice, say."""
+
+
+class AdapterError(LlmosError, ValueError):
+    """An adapter that cannot be added or is not there; names the model and its adapters."""

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import assets, events, inference
+from . import assets, events, inference, loading
 from .datasets import require_columns, require_rows
 from .devices import check_device, resolve_device
 from .errors import (
@@ -236,26 +236,18 @@ class Trainer:
 
     def _setup_model(self) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
         cfg = self.config
         torch.manual_seed(cfg.seed)
         path = assets.model_path(cfg.model)
         self.device_ = resolve_device(cfg.device)
-        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-        hf_logging.set_verbosity_error()  # "newly initialized classifier" is the point here
-        hf_logging.disable_progress_bar()
-        try:
+        with loading.quiet():  # "newly initialized classifier" is the point here
             self.tokenizer_ = AutoTokenizer.from_pretrained(path)
             self.model_ = AutoModelForSequenceClassification.from_pretrained(
                 path, num_labels=len(self.labels_),
                 id2label={i: str(label) for i, label in enumerate(self.labels_)},
                 label2id={str(label): i for i, label in enumerate(self.labels_)},
             ).to(self.device_)
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            if bars:
-                hf_logging.enable_progress_bar()
         self._rows = []
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:

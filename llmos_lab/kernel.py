@@ -1,0 +1,528 @@
+"""ModelKernel: models as processes, device memory as RAM, host memory and disk as swap.
+
+The kernel keeps a process table of loaded models. Each model's bytes are measured (parameters,
+buffers, packed int8 weights; on CUDA also the allocator's delta), and the resident set stays
+within ``memory_budget``: a load or fault-in that does not fit evicts the least recently used
+unpinned, idle model, device -> host (CUDA) -> disk. Like an OS, the kernel drops *clean* models
+(every weight still equals its source files) without writing anything, and writes *dirty* ones
+(new classification heads, GGUF dequantised weights, adapters) once, as safetensors, to a swap
+folder. Using an evicted model faults it back in transparently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import itertools
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from . import assets, events, inference, loading
+from .devices import resolve_device
+from .errors import (
+    AdapterError,
+    ConfigError,
+    MemoryBudgetError,
+    TaskError,
+    UnknownNameError,
+)
+from .units import format_bytes, parse_bytes
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(eq=False)
+class ModelRecord:
+    """One entry of the process table."""
+
+    name: str
+    source: loading.Source
+    task: str
+    head: dict[str, Any]
+    dtype: torch.dtype | None
+    quantize: str | None
+    model: torch.nn.Module | None
+    tokenizer: Any
+    labels: list[str]
+    state: str = "resident"  # resident | host | disk
+    bytes: int = 0
+    cuda_bytes: int = 0
+    adapters: dict[str, int] = field(default_factory=dict)
+    pinned: bool = False
+    last_used: float = 0.0
+    tick: int = 0
+    hits: int = 0
+    faults: int = 0
+    load_seconds: float = 0.0
+    image: Path | None = None  # folder that rebuilds the base model exactly
+    adapter_image: Path | None = None  # folder with every adapter, once written
+    active: int = 0  # calls in flight: never evicted while > 0
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.bytes + sum(self.adapters.values())
+
+
+class ModelKernel:
+    """Which models are resident where, within a measured memory budget.
+
+    ``precision="auto"`` picks bf16 autocast on CUDA and on CPUs with native bf16
+    (avx512_bf16 / AMX), fp32 elsewhere.
+    """
+
+    def __init__(self, device: str = "auto", memory_budget: int | str = "2GiB",
+                 host_budget: int | str | None = None, precision: str = "auto",
+                 swap_dir: str | os.PathLike | None = None):
+        self.device = resolve_device(device)
+        self.memory_budget = parse_bytes(memory_budget, "memory_budget")
+        if self.memory_budget <= 0:
+            raise ConfigError("memory_budget", memory_budget, "more than 0 bytes")
+        self.host_budget = None if host_budget is None else parse_bytes(host_budget,
+                                                                        "host_budget")
+        if precision not in PRECISIONS:
+            raise ConfigError("precision", precision, "one of " + ", ".join(PRECISIONS))
+        if precision == "auto":
+            fast = self.device.type == "cuda" or inference.cpu_has_fast_bf16()
+            precision = "bf16" if fast else "fp32"
+        self.precision = precision
+        self.swap_dir = Path(swap_dir) if swap_dir else assets.cache_dir() / "swap"
+        self._models: dict[str, ModelRecord] = {}
+        self._lock = threading.RLock()
+        self._clock = itertools.count(1)
+
+    # ------------------------------------------------------------------ process table
+
+    def load(self, name_or_path: str | os.PathLike, name: str | None = None, *,
+             task: str | None = None, num_labels: int | None = None,
+             labels: Sequence[str] | None = None, dtype: str | torch.dtype | None = None,
+             quantize: str | None = None, pin: bool = False) -> ModelHandle:
+        """Load a model (shipped name, local folder, GGUF file, hub id) under ``name``."""
+        name = name or Path(os.fspath(name_or_path)).name
+        if quantize not in (None, "int8"):
+            raise ConfigError("quantize", quantize, "None or 'int8'")
+        if quantize and self.device.type != "cpu":
+            raise ConfigError("quantize", quantize, "None on a GPU (dynamic int8 is CPU-only)")
+        with self._lock:
+            if name in self._models:
+                raise ConfigError("name", name, f"a name not in use (loaded: "
+                                  f"{', '.join(self._models)}); unload it first")
+        source = loading.Source.resolve(name_or_path)
+        config = loading.read_config(source)
+        task = loading.infer_task(name, config, source, task)
+        head = loading.head_kwargs(task, config, num_labels, list(labels) if labels else None)
+        dt = loading.parse_dtype(dtype)
+        estimate = loading.estimate_bytes(config, task, head, dt)
+        with self._lock:
+            self._make_room(estimate, name)
+            started = time.perf_counter()
+            model, tokenizer, clean = loading.load(source, task, head, dt)
+            rec = ModelRecord(name, source, task, head, dt, quantize, model, tokenizer,
+                              _labels(model, task))
+            if clean:
+                rec.image = Path(source.folder)
+            if quantize:
+                if rec.image is None:  # keep a float copy: int8 is rebuilt from it
+                    self._write_image(rec)
+                rec.model = loading.quantize_int8(model)
+            self._place(rec)
+            rec.load_seconds = time.perf_counter() - started
+            rec.pinned = pin
+            self._models[name] = rec
+            self._touch(rec)
+            self._make_room(0, name)
+        events.publish("kernel.load", kernel=self, model=name, bytes=rec.total_bytes,
+                       seconds=rec.load_seconds)
+        return ModelHandle(self, name)
+
+    def unload(self, name: str) -> None:
+        with self._lock:
+            rec = self._get(name)
+            with rec.lock:
+                del self._models[name]
+                rec.model = None
+                self._drop_swap(rec)
+        _release_memory()
+        events.publish("kernel.unload", kernel=self, model=name)
+
+    def pin(self, name: str) -> None:
+        """Keep a model resident: it is faulted in now and never evicted until unpinned."""
+        with self._use(name) as rec:
+            rec.pinned = True
+        events.publish("kernel.pin", kernel=self, model=name, pinned=True)
+
+    def unpin(self, name: str) -> None:
+        with self._lock:
+            self._get(name).pinned = False
+        events.publish("kernel.pin", kernel=self, model=name, pinned=False)
+
+    def evict(self, name: str, to: str | None = None) -> None:
+        """Move a model out of device memory: ``to="host"`` (GPU only) or ``"disk"``."""
+        if to not in (None, "host", "disk"):
+            raise ConfigError("to", to, "None, 'host' or 'disk'")
+        if to == "host" and self.device.type == "cpu":
+            raise ConfigError("to", to, "'disk': on the CPU, host memory is device memory")
+        with self._lock:
+            rec = self._get(name)
+            if rec.pinned:
+                raise MemoryBudgetError(f"model {name!r} is pinned; unpin it before evicting")
+            self._evict(rec, to)
+
+    def ps(self) -> pd.DataFrame:
+        """The process table: one row per model."""
+        with self._lock:
+            rows = [{
+                "name": r.name, "kind": r.task, "state": r.state,
+                "device": str(self.device) if r.state == "resident" else
+                ("cpu" if r.state == "host" else "disk"),
+                "bytes": r.bytes, "adapter_bytes": sum(r.adapters.values()),
+                "cuda_bytes": r.cuda_bytes, "pinned": r.pinned, "adapters": list(r.adapters),
+                "quantize": r.quantize, "last_used": pd.Timestamp(r.last_used, unit="s"),
+                "hits": r.hits, "faults": r.faults, "load_seconds": r.load_seconds,
+            } for r in self._models.values()]
+        columns = ["name", "kind", "state", "device", "bytes", "adapter_bytes", "cuda_bytes",
+                   "pinned", "adapters", "quantize", "last_used", "hits", "faults",
+                   "load_seconds"]
+        return pd.DataFrame(rows, columns=columns)
+
+    def memory(self) -> dict[str, Any]:
+        """Device bytes used against the budget, host and disk use, process RSS."""
+        import psutil
+
+        with self._lock:
+            used = self._used("resident")
+            out = {"budget": self.memory_budget, "used": used, "free": self.memory_budget - used,
+                   "host": self._used("host"),
+                   "on_disk": sum(r.state == "disk" for r in self._models.values()),
+                   "models": len(self._models),
+                   "rss": psutil.Process().memory_info().rss}
+        if self.device.type == "cuda":
+            out["cuda_allocated"] = torch.cuda.memory_allocated(self.device)
+        return out
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._models
+
+    def __repr__(self) -> str:
+        m = self.memory()
+        return (f"ModelKernel(device={self.device}, {len(self._models)} models, "
+                f"{format_bytes(m['used'])} / {format_bytes(self.memory_budget)})")
+
+    # ------------------------------------------------------------------ system calls
+
+    def infer(self, model: str, texts: Sequence[str] | str, batch_size: int | None = None, *,
+              adapter: str | None = None, max_length: int = 128) -> pd.DataFrame:
+        """Classify texts (label, score, per-class probabilities) or tag their words, in input
+        order. Token-classification models split each text on whitespace into words."""
+        texts = inference.check_texts([texts] if isinstance(texts, str) else texts)
+        with self._lock:
+            task = self._get(model).task
+        if task == "causal-lm":
+            raise TaskError(f"model {model!r} is a causal-lm: use generate(), not infer()")
+        started = time.perf_counter()
+        with self._use(model) as rec, rec.lock, self._adapter(rec, adapter):
+            kw = dict(max_length=max_length, batch_size=batch_size or 64, device=self.device,
+                      precision=self.precision)
+            if task == "sequence-classification":
+                probs = inference.class_probabilities(rec.model, rec.tokenizer, texts, **kw)
+                out = inference.probabilities_frame(probs, rec.labels)
+            else:
+                words = [t.split() for t in texts]
+                tags = inference.word_tags(rec.model, rec.tokenizer, words, **kw)
+                out = pd.DataFrame({"tokens": words, "tags": tags})
+        events.publish("kernel.infer", kernel=self, model=model, adapter=adapter, n=len(texts),
+                       seconds=time.perf_counter() - started)
+        return out
+
+    def generate(self, model: str, prompts: Sequence[str] | str, max_new_tokens: int = 32,
+                 temperature: float = 0.0, *, batch_size: int | None = None,
+                 adapter: str | None = None, seed: int = 0) -> pd.DataFrame:
+        """Batched generation (greedy when temperature is 0): prompt, completion, new_tokens."""
+        prompts = inference.check_texts([prompts] if isinstance(prompts, str) else prompts,
+                                        "prompts")
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ConfigError("max_new_tokens", max_new_tokens, "an integer >= 1")
+        if not isinstance(temperature, (int, float)) or temperature < 0:
+            raise ConfigError("temperature", temperature, "a number >= 0")
+        with self._lock:
+            task = self._get(model).task
+        if task != "causal-lm":
+            raise TaskError(f"model {model!r} is a {task} model and cannot generate; "
+                            f"load a causal-lm (e.g. 'smollm2') for generate()")
+        started = time.perf_counter()
+        with self._use(model) as rec, rec.lock, self._adapter(rec, adapter):
+            out = inference.generate_texts(
+                rec.model, rec.tokenizer, prompts, max_new_tokens=max_new_tokens,
+                temperature=float(temperature), batch_size=batch_size or 16,
+                device=self.device, precision=self.precision, seed=seed)
+        events.publish("kernel.generate", kernel=self, model=model, n=len(prompts),
+                       seconds=time.perf_counter() - started)
+        return out
+
+    def add_adapter(self, model: str, adapter_name: str,
+                    path_or_config: str | os.PathLike | Any | None = None) -> None:
+        """Attach a PEFT adapter to a loaded base: a saved adapter folder, a PEFT config, a
+        dict of LoRA options, or None for a fresh LoRA (r=8) with PEFT's default targets."""
+        from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
+
+        if not isinstance(adapter_name, str) or not adapter_name:
+            raise ConfigError("adapter_name", adapter_name, "a non-empty string")
+        with self._use(model) as rec, rec.lock:
+            if rec.quantize:
+                raise AdapterError(f"model {model!r} is int8-quantized and cannot take an "
+                                   f"adapter; load it without quantize= to add adapters")
+            if adapter_name in rec.adapters:
+                raise AdapterError(f"model {model!r} already has an adapter {adapter_name!r}")
+            if rec.image is None:  # the base must stay rebuildable without its adapters
+                self._write_image(rec)
+            is_peft = isinstance(rec.model, PeftModel)
+            if isinstance(path_or_config, (str, os.PathLike)):
+                path = Path(path_or_config)
+                if not (path / "adapter_config.json").exists():
+                    raise AdapterError(f"{path} is not a saved adapter (no adapter_config.json)")
+                if is_peft:
+                    rec.model.load_adapter(str(path), adapter_name=adapter_name)
+                else:
+                    rec.model = PeftModel.from_pretrained(rec.model, str(path),
+                                                          adapter_name=adapter_name)
+            else:
+                config = path_or_config
+                if config is None or isinstance(config, dict):
+                    config = LoraConfig(**{"r": 8, "lora_alpha": 16,
+                                           "task_type": _PEFT_TASKS[rec.task],
+                                           **(config or {})})
+                if not isinstance(config, PeftConfig):
+                    raise AdapterError(f"adapter for {model!r}: expected a path, a PEFT config "
+                                       f"or a dict, got {type(config).__name__}")
+                try:
+                    if is_peft:
+                        rec.model.add_adapter(adapter_name, config)
+                    else:
+                        rec.model = get_peft_model(rec.model, config, adapter_name=adapter_name)
+                except ValueError as exc:  # e.g. no target modules in this architecture
+                    raise AdapterError(f"model {model!r} cannot take this adapter: {exc}") \
+                        from exc
+            rec.model.to(self.device).eval()
+            rec.adapters[adapter_name] = _adapter_bytes(rec.model, adapter_name)
+            rec.adapter_image = None  # adapters changed: the swap copy is stale
+        with self._lock:
+            self._make_room(0, model)
+        events.publish("kernel.adapter", kernel=self, model=model, adapter=adapter_name,
+                       bytes=rec.adapters[adapter_name])
+
+    # ------------------------------------------------------------------ residency
+
+    def _get(self, name: str) -> ModelRecord:
+        try:
+            return self._models[name]
+        except KeyError:
+            raise UnknownNameError("loaded model", name, self._models) from None
+
+    def _touch(self, rec: ModelRecord) -> None:
+        rec.tick, rec.last_used = next(self._clock), time.time()
+
+    def _used(self, state: str) -> int:
+        return sum(r.total_bytes for r in self._models.values() if r.state == state)
+
+    @contextlib.contextmanager
+    def _use(self, name: str) -> Iterator[ModelRecord]:
+        """Fault the model in if needed and hold it resident for the duration of a call."""
+        with self._lock:
+            rec = self._get(name)
+            if rec.state == "resident":
+                rec.hits += 1
+            else:
+                self._make_room(rec.total_bytes, name)
+                self._fault_in(rec)
+            self._touch(rec)
+            rec.active += 1
+        try:
+            yield rec
+        finally:
+            with self._lock:
+                rec.active -= 1
+
+    def _make_room(self, needed: int, for_model: str) -> None:
+        if needed > self.memory_budget:
+            raise MemoryBudgetError(
+                f"model {for_model!r} needs {format_bytes(needed)}, more than the whole memory "
+                f"budget of {format_bytes(self.memory_budget)}; raise memory_budget or load it "
+                f"with quantize='int8' / a smaller dtype")
+        while self._used("resident") + needed > self.memory_budget:
+            victims = [r for r in self._models.values() if r.state == "resident"
+                       and not r.pinned and r.active == 0 and r.name != for_model]
+            if not victims:
+                missing = self._used("resident") + needed - self.memory_budget
+                pinned = [f"{r.name} ({format_bytes(r.total_bytes)})"
+                          for r in self._models.values() if r.pinned]
+                busy = [r.name for r in self._models.values() if r.active and not r.pinned]
+                raise MemoryBudgetError(
+                    f"no room for {for_model!r}: {format_bytes(missing)} missing in a budget of "
+                    f"{format_bytes(self.memory_budget)}; pinned: {', '.join(pinned) or 'none'}"
+                    + (f"; in use: {', '.join(busy)}" if busy else ""))
+            self._evict(min(victims, key=lambda r: r.tick))
+
+    def _evict(self, rec: ModelRecord, to: str | None = None) -> None:
+        if rec.state == "disk" or rec.state == to:
+            return
+        target = to or ("host" if self.device.type == "cuda" and rec.state == "resident"
+                        else "disk")
+        previous = rec.state
+        with rec.lock:
+            if target == "host":
+                if self.host_budget is not None:
+                    self._make_host_room(rec.total_bytes)
+                rec.model.to("cpu")
+            else:
+                self._write_image(rec)
+                if rec.adapters and rec.adapter_image is None:
+                    rec.adapter_image = self._save(rec, rec.model.save_pretrained,
+                                                   f"{rec.name}-adapters")
+                rec.model = None
+            rec.state = target
+        _release_memory(self.device)
+        events.publish("kernel.evict", kernel=self, model=rec.name, source=previous,
+                       to=target, bytes=rec.total_bytes)
+
+    def _make_host_room(self, needed: int) -> None:
+        while self._used("host") + needed > self.host_budget:
+            on_host = [r for r in self._models.values() if r.state == "host" and r.active == 0]
+            if not on_host:
+                return
+            self._evict(min(on_host, key=lambda r: r.tick), "disk")
+
+    def _fault_in(self, rec: ModelRecord) -> None:
+        started, previous = time.perf_counter(), rec.state
+        with rec.lock:
+            if rec.state == "disk":
+                model, _, _ = loading.load(loading.Source(str(rec.image)), rec.task, rec.head,
+                                           rec.dtype)
+                if rec.quantize:
+                    model = loading.quantize_int8(model)
+                with loading.quiet():
+                    model = _attach_saved_adapters(model, rec)
+                rec.model = model.eval()
+            self._place(rec)
+            rec.faults += 1
+        events.publish("kernel.fault", kernel=self, model=rec.name, source=previous,
+                       seconds=time.perf_counter() - started)
+
+    def _place(self, rec: ModelRecord) -> None:
+        """Move to the device and measure: parameters and buffers, and the CUDA delta."""
+        before = torch.cuda.memory_allocated(self.device) if self.device.type == "cuda" else 0
+        rec.model.to(self.device)
+        if self.device.type == "cuda":
+            rec.cuda_bytes = torch.cuda.memory_allocated(self.device) - before
+        rec.bytes = loading.module_bytes(_base(rec.model)) - sum(rec.adapters.values())
+        rec.state = "resident"
+
+    def _write_image(self, rec: ModelRecord) -> None:
+        """Write a dirty base model to swap once; clean ones already have their source."""
+        if rec.image is not None:
+            return
+
+        def save(folder: str) -> None:
+            rec.model.save_pretrained(folder)
+            rec.tokenizer.save_pretrained(folder)
+
+        rec.image = self._save(rec, save, rec.name)
+
+    def _save(self, rec: ModelRecord, writer, label: str) -> Path:
+        self.swap_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{label}-", dir=self.swap_dir))
+        with loading.quiet():
+            writer(str(tmp))
+        final = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=self.swap_dir))
+        os.replace(tmp, final)  # atomic: a crash never leaves a half-written swap image
+        return final
+
+    def _drop_swap(self, rec: ModelRecord) -> None:
+        for folder in (rec.image, rec.adapter_image):
+            if folder is not None and folder.parent == self.swap_dir:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _adapter(self, rec: ModelRecord, adapter: str | None):
+        if adapter is None:
+            disable = getattr(rec.model, "disable_adapter", None) if rec.adapters else None
+            with disable() if disable else contextlib.nullcontext():
+                yield
+            return
+        if adapter not in rec.adapters:
+            raise AdapterError(f"model {rec.name!r} has no adapter {adapter!r}; its adapters: "
+                               f"{', '.join(rec.adapters) or '(none)'}")
+        rec.model.set_adapter(adapter)
+        yield
+
+
+class ModelHandle:
+    """What ``load`` returns: the model's name plus shortcuts to the kernel's calls."""
+
+    def __init__(self, kernel: ModelKernel, name: str):
+        self.kernel, self.name = kernel, name
+
+    def infer(self, texts, **kw) -> pd.DataFrame:
+        return self.kernel.infer(self.name, texts, **kw)
+
+    def generate(self, prompts, **kw) -> pd.DataFrame:
+        return self.kernel.generate(self.name, prompts, **kw)
+
+    def add_adapter(self, adapter_name: str, path_or_config=None) -> None:
+        self.kernel.add_adapter(self.name, adapter_name, path_or_config)
+
+    def __repr__(self) -> str:
+        row = self.kernel.ps().set_index("name").loc[self.name]
+        return f"<model {self.name!r}: {row['kind']}, {row['state']}, {format_bytes(row['bytes'])}>"
+
+
+_PEFT_TASKS = {"sequence-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS",
+               "causal-lm": "CAUSAL_LM"}
+
+
+def _labels(model: torch.nn.Module, task: str) -> list[str]:
+    if task == "causal-lm":
+        return []
+    return [model.config.id2label[i] for i in range(model.config.num_labels)]
+
+
+def _attach_saved_adapters(model: torch.nn.Module, rec: ModelRecord) -> torch.nn.Module:
+    """Re-attach adapters written by PEFT's save_pretrained ("default" at the root)."""
+    from peft import PeftModel
+
+    for i, adapter in enumerate(rec.adapters):
+        folder = rec.adapter_image if adapter == "default" else rec.adapter_image / adapter
+        if i == 0:
+            model = PeftModel.from_pretrained(model, str(folder), adapter_name=adapter)
+        else:
+            model.load_adapter(str(folder), adapter_name=adapter)
+    return model
+
+
+def _base(model: torch.nn.Module) -> torch.nn.Module:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _adapter_bytes(model: torch.nn.Module, adapter: str) -> int:
+    marker = f".{adapter}."
+    return sum(p.numel() * p.element_size() for n, p in model.named_parameters()
+               if marker in f".{n}.")
+
+
+def _release_memory(device: torch.device | None = None) -> None:
+    """Return freed memory to the OS: collect cycles, trim glibc's heap, empty CUDA's cache."""
+    gc.collect()
+    if device is not None and device.type == "cuda":
+        torch.cuda.empty_cache()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

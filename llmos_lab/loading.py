@@ -1,0 +1,197 @@
+"""How a model comes off disk: resolve, size up before loading, load, measure, quantize.
+
+One path for every source: a shipped name, a local Hugging Face folder, a GGUF file (through
+transformers' ``gguf_file``) or, where a network exists, a hub id. ``estimate_bytes`` builds the
+model on the ``meta`` device, so the kernel can make room *before* the weights arrive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import assets
+from .errors import ConfigError, TaskError
+
+TASKS = ("sequence-classification", "token-classification", "causal-lm")
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where weights live: a folder, plus a GGUF file name inside it when there is one."""
+
+    folder: str
+    gguf_file: str | None = None
+
+    @classmethod
+    def resolve(cls, name_or_path: str | Path) -> Source:
+        path = assets.model_path(name_or_path)
+        if path.endswith(".gguf"):
+            return cls(str(Path(path).parent), Path(path).name)
+        return cls(path)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return {"gguf_file": self.gguf_file} if self.gguf_file else {}
+
+
+def model_class(task: str):
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+    )
+
+    return {"sequence-classification": AutoModelForSequenceClassification,
+            "token-classification": AutoModelForTokenClassification,
+            "causal-lm": AutoModelForCausalLM}[task]
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ConfigError("dtype", dtype, "one of " + ", ".join(_DTYPES))
+    return _DTYPES[dtype]
+
+
+def read_config(source: Source):
+    from transformers import AutoConfig
+
+    with quiet():
+        return AutoConfig.from_pretrained(source.folder, **source.kwargs)
+
+
+def can_generate(config, source: Source) -> bool:
+    archs = config.architectures or []
+    return bool(source.gguf_file) or bool(getattr(config, "is_decoder", False)) or any(
+        a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+
+
+def infer_task(name: str, config, source: Source, task: str | None) -> str:
+    """The task asked for, checked against what the model can do; or the one it was built for."""
+    archs = config.architectures or []
+    if task is None:
+        if can_generate(config, source):
+            return "causal-lm"
+        for arch in archs:
+            if arch.endswith("ForSequenceClassification"):
+                return "sequence-classification"
+            if arch.endswith("ForTokenClassification"):
+                return "token-classification"
+        raise TaskError(f"model {name!r} ({', '.join(archs) or config.model_type}) is a base "
+                        f"model: pass task= one of {', '.join(TASKS)}")
+    if task not in TASKS:
+        raise TaskError(f"unknown task {task!r} for model {name!r}; tasks: {', '.join(TASKS)}")
+    if task == "causal-lm" and not can_generate(config, source):
+        raise TaskError(f"model {name!r} ({', '.join(archs) or config.model_type}) is an encoder "
+                        f"and cannot do causal-lm; it can do sequence-classification or "
+                        f"token-classification")
+    return task
+
+
+def head_kwargs(task: str, config, num_labels: int | None, labels: list[str] | None
+                ) -> dict[str, Any]:
+    if task == "causal-lm":
+        return {}
+    if labels is not None:
+        labels = [str(x) for x in labels]
+        if num_labels is not None and num_labels != len(labels):
+            raise ConfigError("num_labels", num_labels, f"{len(labels)} (the number of labels)")
+        num_labels = len(labels)
+    elif num_labels is not None:
+        labels = [f"LABEL_{i}" for i in range(num_labels)]
+    else:  # keep what the checkpoint says (a fine-tuned classifier)
+        return {}
+    if not isinstance(num_labels, int) or num_labels < 1:
+        raise ConfigError("num_labels", num_labels, "an integer >= 1")
+    return {"num_labels": num_labels, "id2label": dict(enumerate(labels)),
+            "label2id": {label: i for i, label in enumerate(labels)}}
+
+
+def estimate_bytes(config, task: str, head: dict[str, Any], dtype: torch.dtype | None) -> int:
+    """Bytes of parameters and buffers, counted on the meta device (no memory used)."""
+    import copy
+
+    config = copy.deepcopy(config)
+    for key, value in head.items():
+        setattr(config, key, value)
+    with quiet(), torch.device("meta"):
+        skeleton = model_class(task).from_config(config)
+    return module_bytes(skeleton, dtype)
+
+
+def load(source: Source, task: str, head: dict[str, Any], dtype: torch.dtype | None):
+    """(model, tokenizer, clean): ``clean`` means every weight came from the source files,
+    so evicting the model can simply drop it, like an OS drops clean pages."""
+    from transformers import AutoTokenizer
+
+    with quiet():
+        kwargs = {**source.kwargs, **head}
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        model, info = model_class(task).from_pretrained(
+            source.folder, output_loading_info=True, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source.folder, **source.kwargs)
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    clean = not (info["missing_keys"] or info.get("mismatched_keys")) and not source.gguf_file
+    return model, tokenizer, clean
+
+
+def module_bytes(module: torch.nn.Module, dtype: torch.dtype | None = None) -> int:
+    """Parameters and buffers, each storage once (tied weights count once), plus the packed
+    weights of dynamically quantized layers, which ``parameters()`` does not list."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for t in [*module.parameters(), *module.buffers()]:
+        key = (id(t), t.numel()) if t.device.type == "meta" else (t.data_ptr(), t.numel())
+        if key in seen:
+            continue
+        seen.add(key)
+        size = (torch.empty((), dtype=dtype).element_size()
+                if dtype is not None and t.is_floating_point() else t.element_size())
+        total += t.numel() * size
+    for m in module.modules():
+        packed = getattr(m, "_packed_params", None)
+        if packed is not None and hasattr(packed, "_weight_bias"):
+            weight, bias = packed._weight_bias()
+            total += weight.numel() * weight.element_size()
+            total += 0 if bias is None else bias.numel() * bias.element_size()
+    return total
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantization of Linear layers (CPU): weights stored in int8, activations
+    quantized on the fly. About 4x smaller Linear weights; accuracy change is measured."""
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence transformers' progress bars and expected warnings (new heads, GGUF)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
