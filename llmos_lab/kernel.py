@@ -17,7 +17,6 @@ import gc
 import itertools
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -127,11 +126,9 @@ class ModelKernel:
         with self._lock:
             self._make_room(estimate, name)
             started = time.perf_counter()
-            model, tokenizer, clean = loading.load(source, task, head, dt)
+            model, tokenizer, image = loading.load(source, task, head, dt)
             rec = ModelRecord(name, source, task, head, dt, quantize, model, tokenizer,
-                              _labels(model, task))
-            if clean:
-                rec.image = Path(source.folder)
+                              _labels(model, task), image=image)
             if quantize:
                 if rec.image is None:  # keep a float copy: int8 is rebuilt from it
                     self._write_image(rec)
@@ -439,13 +436,10 @@ class ModelKernel:
         rec.image = self._save(rec, save, rec.name)
 
     def _save(self, rec: ModelRecord, writer, label: str) -> Path:
+        """A fresh, uniquely named swap folder, written atomically."""
         self.swap_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{label}-", dir=self.swap_dir))
-        with loading.quiet():
-            writer(str(tmp))
-        final = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=self.swap_dir))
-        os.replace(tmp, final)  # atomic: a crash never leaves a half-written swap image
-        return final
+        target = self.swap_dir / f"{label}-{os.getpid()}-{next(self._clock)}"
+        return loading.save_atomically(target, writer)
 
     def _drop_swap(self, rec: ModelRecord) -> None:
         for folder in (rec.image, rec.adapter_image):

@@ -8,6 +8,7 @@ model on the ``meta`` device, so the kernel can make room *before* the weights a
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,12 @@ class Source:
 
     @classmethod
     def resolve(cls, name_or_path: str | Path) -> Source:
+        """A GGUF file already converted once resolves to its safetensors conversion."""
         path = assets.model_path(name_or_path)
         if path.endswith(".gguf"):
+            converted = gguf_conversion(Path(path))
+            if (converted / "config.json").exists():
+                return cls(str(converted))
             return cls(str(Path(path).parent), Path(path).name)
         return cls(path)
 
@@ -128,9 +133,18 @@ def estimate_bytes(config, task: str, head: dict[str, Any], dtype: torch.dtype |
     return module_bytes(skeleton, dtype)
 
 
+def gguf_conversion(gguf: Path) -> Path:
+    """Where a GGUF file's dequantised safetensors copy lives (keyed by name, size and mtime):
+    dequantising and building the tokenizer from GGUF takes ~15 s, reading the copy ~1 s."""
+    stat = gguf.stat()
+    return assets.cache_dir() / "gguf" / f"{gguf.stem}-{stat.st_size}-{int(stat.st_mtime)}"
+
+
 def load(source: Source, task: str, head: dict[str, Any], dtype: torch.dtype | None):
-    """(model, tokenizer, clean): ``clean`` means every weight came from the source files,
-    so evicting the model can simply drop it, like an OS drops clean pages."""
+    """(model, tokenizer, image): ``image`` is a folder that rebuilds exactly these weights
+    (the source itself, or a GGUF file's conversion), or None when a new head was initialised.
+    A model with an image is *clean*: evicting it can simply drop it, as an OS drops clean
+    pages."""
     from transformers import AutoTokenizer
 
     with quiet():
@@ -143,8 +157,40 @@ def load(source: Source, task: str, head: dict[str, Any], dtype: torch.dtype | N
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
-    clean = not (info["missing_keys"] or info.get("mismatched_keys")) and not source.gguf_file
-    return model, tokenizer, clean
+    complete = not (info["missing_keys"] or info.get("mismatched_keys"))
+    if source.gguf_file:  # weights are dequantised floats now; drop the GGUF marker
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        if not complete:
+            return model, tokenizer, None
+        image = gguf_conversion(Path(source.folder) / source.gguf_file)
+        save_atomically(image, lambda folder: (model.save_pretrained(folder),
+                                              tokenizer.save_pretrained(folder)))
+        return model, tokenizer, image
+    return model, tokenizer, Path(source.folder) if complete else None
+
+
+def save_atomically(target: Path, writer) -> Path:
+    """Write a folder under a temporary name and rename it, so a crash never leaves half of
+    one; if ``target`` exists already (another process won), keep that one."""
+    import shutil
+    import tempfile
+
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        with quiet():
+            writer(str(tmp))
+        os.replace(tmp, target)
+    except OSError:
+        if not (target / "config.json").exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def module_bytes(module: torch.nn.Module, dtype: torch.dtype | None = None) -> int:
