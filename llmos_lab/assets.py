@@ -60,7 +60,10 @@ ASSETS: dict[str, Asset] = {
     ]
 }
 
-TINY_MODELS = {"tiny-bert": "BERT built from a config with MiniLM's tokenizer, for tests"}
+TINY_MODELS = {
+    "tiny-bert": "BERT encoder built from a config with MiniLM's tokenizer, for tests",
+    "tiny-llama": "Llama decoder built from a config with MiniLM's tokenizer, for tests",
+}
 
 
 def cache_dir() -> Path:
@@ -121,8 +124,10 @@ def model_path(name: str | os.PathLike) -> str:
     text = os.fspath(name)
     if text in ASSETS and ASSETS[text].kind == "model":
         return str(path(text))
-    if text in TINY_MODELS:
+    if text == "tiny-bert":
         return str(tiny_model_path())
+    if text == "tiny-llama":
+        return str(tiny_causal_lm_path())
     if Path(text).expanduser().exists():
         return str(Path(text).expanduser().resolve())
     if _HUB_ID.match(text) and not text.startswith((".", "/")):
@@ -151,9 +156,40 @@ def tiny_model_path(hidden_size: int = 16, layers: int = 2) -> Path:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = BertModel(config)
+    return _save_built(target, model, tokenizer)
+
+
+def tiny_causal_lm_path(hidden_size: int = 32, layers: int = 2) -> Path:
+    """A small Llama decoder (random weights, MiniLM's tokenizer with [SEP] as end of text),
+    so generation, batching and eviction of causal LMs are testable in seconds."""
+    target = cache_dir() / f"tiny-llama-h{hidden_size}-l{layers}"
+    if (target / "config.json").exists():
+        return target
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(path("minilm"), eos_token="[SEP]",
+                                              bos_token="[CLS]")
+    config = LlamaConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2,
+        max_position_embeddings=256, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
+        tie_word_embeddings=False,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+    return _save_built(target, model, tokenizer)
+
+
+def _save_built(target: Path, model, tokenizer) -> Path:
+    from .loading import quiet
+
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    with quiet():
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     try:
         tmp.rename(target)  # atomic: a crash never leaves a half-written model folder
     except OSError:  # another process won the race

@@ -131,7 +131,9 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: 
         return pd.DataFrame(columns=["prompt", "completion", "new_tokens"])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
         else tokenizer.eos_token_id
-    ids = tokenizer(list(prompts))["input_ids"]
+    eos = tokenizer.eos_token_id
+    ids = [row[:-1] if len(row) > 1 and row[-1] == eos else row  # a prompt is not finished
+           for row in tokenizer(list(prompts))["input_ids"]]
     sample = temperature > 0
     generator_kwargs = {"do_sample": sample, "max_new_tokens": max_new_tokens,
                         "pad_token_id": pad}
@@ -147,7 +149,7 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: 
             new = out[:, batch["input_ids"].shape[1]:].cpu()
             for row, i in enumerate(idx):
                 tokens = new[row]
-                stop = (tokens == tokenizer.eos_token_id).nonzero()
+                stop = (tokens == eos).nonzero() if eos is not None else []
                 n = int(stop[0]) if len(stop) else len(tokens)
                 rows[i] = (prompts[i], tokenizer.decode(tokens[:n], skip_special_tokens=True), n)
     return pd.DataFrame(rows, columns=["prompt", "completion", "new_tokens"])
