@@ -39,6 +39,7 @@ from .errors import (
 from .units import format_bytes, parse_bytes
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+WAIT_FOR_BUSY_SECONDS = 600.0
 
 
 @dataclass(eq=False)
@@ -99,6 +100,7 @@ class ModelKernel:
         self.swap_dir = Path(swap_dir) if swap_dir else assets.cache_dir() / "swap"
         self._models: dict[str, ModelRecord] = {}
         self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)  # notified when a call finishes
         self._clock = itertools.count(1)
 
     # ------------------------------------------------------------------ process table
@@ -288,11 +290,12 @@ class ModelKernel:
                 path = Path(path_or_config)
                 if not (path / "adapter_config.json").exists():
                     raise AdapterError(f"{path} is not a saved adapter (no adapter_config.json)")
-                if is_peft:
-                    rec.model.load_adapter(str(path), adapter_name=adapter_name)
-                else:
-                    rec.model = PeftModel.from_pretrained(rec.model, str(path),
-                                                          adapter_name=adapter_name)
+                with loading.quiet():
+                    if is_peft:
+                        rec.model.load_adapter(str(path), adapter_name=adapter_name)
+                    else:
+                        rec.model = PeftModel.from_pretrained(rec.model, str(path),
+                                                              adapter_name=adapter_name)
             else:
                 config = path_or_config
                 if config is None or isinstance(config, dict):
@@ -303,10 +306,12 @@ class ModelKernel:
                     raise AdapterError(f"adapter for {model!r}: expected a path, a PEFT config "
                                        f"or a dict, got {type(config).__name__}")
                 try:
-                    if is_peft:
-                        rec.model.add_adapter(adapter_name, config)
-                    else:
-                        rec.model = get_peft_model(rec.model, config, adapter_name=adapter_name)
+                    with loading.quiet():
+                        if is_peft:
+                            rec.model.add_adapter(adapter_name, config)
+                        else:
+                            rec.model = get_peft_model(rec.model, config,
+                                                       adapter_name=adapter_name)
                 except ValueError as exc:  # e.g. no target modules in this architecture
                     raise AdapterError(f"model {model!r} cannot take this adapter: {exc}") \
                         from exc
@@ -337,10 +342,13 @@ class ModelKernel:
         """Fault the model in if needed and hold it resident for the duration of a call."""
         with self._lock:
             rec = self._get(name)
-            if rec.state == "resident":
+            if rec.state != "resident":
+                self._make_room(rec.total_bytes, name)  # may wait, releasing the lock
+                if self._models.get(name) is not rec:
+                    raise UnknownNameError("loaded model", name, self._models)
+            if rec.state == "resident":  # already, or faulted in by a call we waited for
                 rec.hits += 1
             else:
-                self._make_room(rec.total_bytes, name)
                 self._fault_in(rec)
             self._touch(rec)
             rec.active += 1
@@ -349,6 +357,7 @@ class ModelKernel:
         finally:
             with self._lock:
                 rec.active -= 1
+                self._idle.notify_all()
 
     def _make_room(self, needed: int, for_model: str) -> None:
         if needed > self.memory_budget:
@@ -356,11 +365,21 @@ class ModelKernel:
                 f"model {for_model!r} needs {format_bytes(needed)}, more than the whole memory "
                 f"budget of {format_bytes(self.memory_budget)}; raise memory_budget or load it "
                 f"with quantize='int8' / a smaller dtype")
-        while self._used("resident") + needed > self.memory_budget:
+        deadline = time.monotonic() + WAIT_FOR_BUSY_SECONDS
+        while self._used("resident") + self._still_needed(for_model, needed) \
+                > self.memory_budget:
             victims = [r for r in self._models.values() if r.state == "resident"
                        and not r.pinned and r.active == 0 and r.name != for_model]
+            busy = [r for r in self._models.values() if r.state == "resident"
+                    and not r.pinned and r.active and r.name != for_model]
+            if not victims and busy and time.monotonic() < deadline:
+                # a model in use is freed when its call returns: wait, as a process waits
+                # for memory, rather than fail
+                self._idle.wait(timeout=max(0.0, deadline - time.monotonic()))
+                continue
             if not victims:
-                missing = self._used("resident") + needed - self.memory_budget
+                missing = self._used("resident") + self._still_needed(for_model, needed) \
+                    - self.memory_budget
                 pinned = [f"{r.name} ({format_bytes(r.total_bytes)})"
                           for r in self._models.values() if r.pinned]
                 busy = [r.name for r in self._models.values() if r.active and not r.pinned]
@@ -369,6 +388,11 @@ class ModelKernel:
                     f"{format_bytes(self.memory_budget)}; pinned: {', '.join(pinned) or 'none'}"
                     + (f"; in use: {', '.join(busy)}" if busy else ""))
             self._evict(min(victims, key=lambda r: r.tick))
+
+    def _still_needed(self, name: str, needed: int) -> int:
+        """After a wait, another call may have faulted the model in already."""
+        rec = self._models.get(name)
+        return 0 if rec is not None and rec.state == "resident" else needed
 
     def _evict(self, rec: ModelRecord, to: str | None = None) -> None:
         if rec.state == "disk" or rec.state == to:
