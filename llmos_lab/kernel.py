@@ -16,11 +16,9 @@ import ctypes
 import gc
 import itertools
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,43 +34,11 @@ from .errors import (
     TaskError,
     UnknownNameError,
 )
+from .swap import ModelRecord, SwapSpace
 from .units import format_bytes, parse_bytes
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 WAIT_FOR_BUSY_SECONDS = 600.0
-
-
-@dataclass(eq=False)
-class ModelRecord:
-    """One entry of the process table."""
-
-    name: str
-    source: loading.Source
-    task: str
-    head: dict[str, Any]
-    dtype: torch.dtype | None
-    quantize: str | None
-    model: torch.nn.Module | None
-    tokenizer: Any
-    labels: list[str]
-    state: str = "resident"  # resident | host | disk
-    bytes: int = 0
-    cuda_bytes: int = 0
-    adapters: dict[str, int] = field(default_factory=dict)
-    pinned: bool = False
-    last_used: float = 0.0
-    tick: int = 0
-    hits: int = 0
-    faults: int = 0
-    load_seconds: float = 0.0
-    image: Path | None = None  # folder that rebuilds the base model exactly
-    adapter_image: Path | None = None  # folder with every adapter, once written
-    active: int = 0  # calls in flight: never evicted while > 0
-    lock: threading.RLock = field(default_factory=threading.RLock)
-
-    @property
-    def total_bytes(self) -> int:
-        return self.bytes + sum(self.adapters.values())
 
 
 class ModelKernel:
@@ -97,7 +63,7 @@ class ModelKernel:
             fast = self.device.type == "cuda" or inference.cpu_has_fast_bf16()
             precision = "bf16" if fast else "fp32"
         self.precision = precision
-        self.swap_dir = Path(swap_dir) if swap_dir else assets.cache_dir() / "swap"
+        self.swap = SwapSpace(Path(swap_dir) if swap_dir else assets.cache_dir() / "swap")
         self._models: dict[str, ModelRecord] = {}
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)  # notified when a call finishes
@@ -133,7 +99,7 @@ class ModelKernel:
                               _labels(model, task), image=image)
             if quantize:
                 if rec.image is None:  # keep a float copy: int8 is rebuilt from it
-                    self._write_image(rec)
+                    self.swap.write_base(rec)
                 rec.model = loading.quantize_int8(model)
             self._place(rec)
             rec.load_seconds = time.perf_counter() - started
@@ -151,7 +117,7 @@ class ModelKernel:
             with rec.lock:
                 del self._models[name]
                 rec.model = None
-                self._drop_swap(rec)
+                self.swap.drop(rec)
         _release_memory()
         events.publish("kernel.unload", kernel=self, model=name)
 
@@ -284,7 +250,7 @@ class ModelKernel:
             if adapter_name in rec.adapters:
                 raise AdapterError(f"model {model!r} already has an adapter {adapter_name!r}")
             if rec.image is None:  # the base must stay rebuildable without its adapters
-                self._write_image(rec)
+                self.swap.write_base(rec)
             is_peft = isinstance(rec.model, PeftModel)
             if isinstance(path_or_config, (str, os.PathLike)):
                 path = Path(path_or_config)
@@ -406,10 +372,8 @@ class ModelKernel:
                     self._make_host_room(rec.total_bytes)
                 rec.model.to("cpu")
             else:
-                self._write_image(rec)
-                if rec.adapters and rec.adapter_image is None:
-                    rec.adapter_image = self._save(rec, rec.model.save_pretrained,
-                                                   f"{rec.name}-adapters")
+                self.swap.write_base(rec)
+                self.swap.write_adapters(rec)
                 rec.model = None
             rec.state = target
         _release_memory(self.device)
@@ -432,7 +396,7 @@ class ModelKernel:
                 if rec.quantize:
                     model = loading.quantize_int8(model)
                 with loading.quiet():
-                    model = _attach_saved_adapters(model, rec)
+                    model = self.swap.attach_adapters(model, rec)
                 rec.model = model.eval()
             self._place(rec)
             rec.faults += 1
@@ -447,28 +411,6 @@ class ModelKernel:
             rec.cuda_bytes = torch.cuda.memory_allocated(self.device) - before
         rec.bytes = loading.module_bytes(_base(rec.model)) - sum(rec.adapters.values())
         rec.state = "resident"
-
-    def _write_image(self, rec: ModelRecord) -> None:
-        """Write a dirty base model to swap once; clean ones already have their source."""
-        if rec.image is not None:
-            return
-
-        def save(folder: str) -> None:
-            rec.model.save_pretrained(folder)
-            rec.tokenizer.save_pretrained(folder)
-
-        rec.image = self._save(rec, save, rec.name)
-
-    def _save(self, rec: ModelRecord, writer, label: str) -> Path:
-        """A fresh, uniquely named swap folder, written atomically."""
-        self.swap_dir.mkdir(parents=True, exist_ok=True)
-        target = self.swap_dir / f"{label}-{os.getpid()}-{next(self._clock)}"
-        return loading.save_atomically(target, writer)
-
-    def _drop_swap(self, rec: ModelRecord) -> None:
-        for folder in (rec.image, rec.adapter_image):
-            if folder is not None and folder.parent == self.swap_dir:
-                shutil.rmtree(folder, ignore_errors=True)
 
     @contextlib.contextmanager
     def _adapter(self, rec: ModelRecord, adapter: str | None):
@@ -512,19 +454,6 @@ def _labels(model: torch.nn.Module, task: str) -> list[str]:
     if task == "causal-lm":
         return []
     return [model.config.id2label[i] for i in range(model.config.num_labels)]
-
-
-def _attach_saved_adapters(model: torch.nn.Module, rec: ModelRecord) -> torch.nn.Module:
-    """Re-attach adapters written by PEFT's save_pretrained ("default" at the root)."""
-    from peft import PeftModel
-
-    for i, adapter in enumerate(rec.adapters):
-        folder = rec.adapter_image if adapter == "default" else rec.adapter_image / adapter
-        if i == 0:
-            model = PeftModel.from_pretrained(model, str(folder), adapter_name=adapter)
-        else:
-            model.load_adapter(str(folder), adapter_name=adapter)
-    return model
 
 
 def _base(model: torch.nn.Module) -> torch.nn.Module:

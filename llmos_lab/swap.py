@@ -1,0 +1,101 @@
+"""Swap space: where evicted models go, and the process-table entry that tracks them.
+
+A model's *image* is a folder that rebuilds its base weights exactly with ``from_pretrained``:
+its own source when every weight came from there (clean), else a copy written here once
+(dirty: a new classification head, or a model about to be quantised). Adapters are written
+separately by PEFT, so a base image never has to be rewritten when adapters change.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import loading
+
+
+@dataclass(eq=False)
+class ModelRecord:
+    """One entry of the process table."""
+
+    name: str
+    source: loading.Source
+    task: str
+    head: dict[str, Any]
+    dtype: torch.dtype | None
+    quantize: str | None
+    model: torch.nn.Module | None
+    tokenizer: Any
+    labels: list[str]
+    state: str = "resident"  # resident | host | disk
+    bytes: int = 0
+    cuda_bytes: int = 0
+    adapters: dict[str, int] = field(default_factory=dict)
+    pinned: bool = False
+    last_used: float = 0.0
+    tick: int = 0
+    hits: int = 0
+    faults: int = 0
+    load_seconds: float = 0.0
+    image: Path | None = None  # folder that rebuilds the base model exactly
+    adapter_image: Path | None = None  # folder with every adapter, once written
+    active: int = 0  # calls in flight: never evicted while > 0
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.bytes + sum(self.adapters.values())
+
+
+class SwapSpace:
+    """A folder of model images, each written atomically under a unique name."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._serial = 0
+        self._lock = threading.Lock()
+
+    def write_base(self, rec: ModelRecord) -> None:
+        """Write a dirty base model once; clean ones already have their source."""
+        if rec.image is not None:
+            return
+
+        def save(folder: str) -> None:
+            rec.model.save_pretrained(folder)
+            rec.tokenizer.save_pretrained(folder)
+
+        rec.image = self._write(save, rec.name)
+
+    def write_adapters(self, rec: ModelRecord) -> None:
+        if rec.adapters and rec.adapter_image is None:
+            rec.adapter_image = self._write(rec.model.save_pretrained, f"{rec.name}-adapters")
+
+    def attach_adapters(self, model: torch.nn.Module, rec: ModelRecord) -> torch.nn.Module:
+        """Re-attach adapters written by PEFT's save_pretrained ("default" at the root)."""
+        from peft import PeftModel
+
+        for i, adapter in enumerate(rec.adapters):
+            folder = rec.adapter_image if adapter == "default" else rec.adapter_image / adapter
+            if i == 0:
+                model = PeftModel.from_pretrained(model, str(folder), adapter_name=adapter)
+            else:
+                model.load_adapter(str(folder), adapter_name=adapter)
+        return model
+
+    def drop(self, rec: ModelRecord) -> None:
+        """Delete what this swap space wrote for a model (never a model's own source)."""
+        for folder in (rec.image, rec.adapter_image):
+            if folder is not None and folder.parent == self.folder:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _write(self, writer, label: str) -> Path:
+        with self._lock:
+            self._serial += 1
+            target = self.folder / f"{label}-{os.getpid()}-{self._serial}"
+        return loading.save_atomically(target, writer)
