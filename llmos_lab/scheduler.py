@@ -293,6 +293,12 @@ class Scheduler:
                        state=s.state, value=value)
         return True
 
+    def shares(self, until: float | None = None) -> pd.DataFrame:
+        """Measured vs entitled shares while tasks compete (see :func:`window_shares`)."""
+        with self._lock:
+            states = list(self._tasks.values())
+        return window_shares(self.timeline(), self._allocated_shares(states), until)
+
     def timeline(self) -> pd.DataFrame:
         """One row per step: task, step, start, end (seconds since the scheduler was made)."""
         with self._lock:
@@ -407,6 +413,29 @@ def entitled_shares(policy: str, tasks: Iterable[tuple[str, float, bool]]
     return {tid: w / total for tid, w in weights.items()}
 
 
+def window_shares(timeline: pd.DataFrame, entitled: dict[str, float],
+                  until: float | None = None) -> pd.DataFrame:
+    """Measured shares of busy time in ``[start, until]`` (default: until the first task
+    finishes, while every task still competes), against entitled shares, with Jain's index."""
+    if until is None and len(timeline):
+        until = float(timeline.groupby("task")["end"].max().min())
+    clipped = (timeline["end"].clip(upper=until) - timeline["start"].clip(upper=until))
+    busy = clipped.groupby(timeline["task"]).sum()
+    out = pd.DataFrame({"task": list(entitled)})
+    out["busy_seconds"] = out["task"].map(busy).fillna(0.0)
+    total = out["busy_seconds"].sum()
+    out["share"] = out["busy_seconds"] / total if total else 0.0
+    out["allocated_share"] = out["task"].map(entitled)
+    ratio = (out["share"] / out["allocated_share"]).to_numpy()[out["allocated_share"] > 0]
+    out.attrs = {"until": until, "jain": _jain(ratio)}
+    return out
+
+
+def _jain(x: np.ndarray) -> float:
+    return float(x.sum() ** 2 / (len(x) * (x ** 2).sum())) if len(x) and (x ** 2).sum() > 0 \
+        else 1.0
+
+
 def task_metrics(rows: Iterable[dict[str, Any]], span: float) -> pd.DataFrame:
     """Shares, waiting, turnaround, utilisation and Jain's index from per-task rows."""
     df = pd.DataFrame(list(rows))
@@ -418,9 +447,7 @@ def task_metrics(rows: Iterable[dict[str, Any]], span: float) -> pd.DataFrame:
     df["waiting"] = df["first_run"] - df["submitted"]
     df["turnaround"] = df["finished"] - df["submitted"]
     ran = df[df["allocated_share"] > 0]
-    ratio = (ran["share"] / ran["allocated_share"]).to_numpy()
-    jain = float(ratio.sum() ** 2 / (len(ratio) * (ratio ** 2).sum())) if len(ratio) and \
-        (ratio ** 2).sum() > 0 else 1.0
+    jain = _jain((ran["share"] / ran["allocated_share"]).to_numpy())
     df.attrs = {"utilisation": float(busy / span) if span > 0 else 0.0, "jain": jain,
                 "busy_seconds": float(busy), "span": float(span)}
     return df
