@@ -52,7 +52,10 @@ class TrainConfig:
     epochs: float = _help("passes over the training set (fractions allowed)", 1.0)
     max_steps: int | None = _help("stop after this many optimizer steps (overrides epochs)",
                                   None)
-    batch_size: int = _help("examples per optimizer step", 16)
+    batch_size: int = _help("examples per optimizer step (the effective batch)", 16)
+    micro_batch_size: int | None = _help(
+        "examples per forward/backward pass; gradients accumulate to batch_size. None: "
+        "batch_size, or what a memory grant allows", None)
     lr: float = _help("peak learning rate of AdamW", 5e-5)
     warmup: float = _help("fraction of steps with a linear warm-up, then linear decay", 0.1)
     weight_decay: float = _help("AdamW weight decay (not applied to biases and norms)", 0.01)
@@ -72,6 +75,8 @@ class TrainConfig:
         _positive_int("seed", self.seed, allow_zero=True)
         if self.max_steps is not None:
             _positive_int("max_steps", self.max_steps)
+        if self.micro_batch_size is not None:
+            _positive_int("micro_batch_size", self.micro_batch_size)
         if self.eval_every is not None:
             _positive_int("eval_every", self.eval_every)
         if not _number(self.epochs) or self.epochs <= 0:
@@ -138,9 +143,14 @@ class Trainer:
             pass
         return self
 
-    def steps(self, train_df: pd.DataFrame, eval_df: pd.DataFrame | None = None
-              ) -> Iterator[dict[str, Any]]:
-        """Validate and set up now, then yield once per optimizer step with its metrics."""
+    def steps(self, train_df: pd.DataFrame, eval_df: pd.DataFrame | None = None, *,
+              memory: int | str | None = None) -> Iterator[dict[str, Any]]:
+        """Validate and set up now, then yield once per optimizer step with its metrics.
+
+        ``memory`` (a grant from the allocator, in bytes or "512MiB") caps the micro-batch:
+        the largest that fits by the activation estimate of :func:`micro_batch_for`, with
+        gradient accumulation keeping the effective batch at ``batch_size``.
+        """
         cfg = self.config
         self._check_frame(train_df, "training", with_labels=True)
         require_rows(train_df, "training")
@@ -150,6 +160,11 @@ class Trainer:
             self._check_labels(eval_df, labels)
         self.labels_ = labels
         self._setup_model()
+        micro = cfg.micro_batch_size or cfg.batch_size
+        if memory is not None:
+            micro = min(micro, micro_batch_for(self.model_, cfg.max_length, memory,
+                                               cfg.batch_size))
+        self.micro_batch_size_ = min(micro, cfg.batch_size)
         return self._loop(train_df, eval_df)
 
     def evaluate(self, df: pd.DataFrame) -> ClassificationReport:
@@ -300,13 +315,7 @@ class Trainer:
                 if step >= total:
                     break
                 t0 = time.perf_counter()
-                inputs = self._collate([ids[i] for i in batch])
-                out = self.model_(**inputs, labels=y[batch].to(self.device_))
-                loss = out.loss
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"loss became {loss.item()} at step {step + 1}; "
-                                        f"lower lr (now {cfg.lr}) or check the inputs")
-                loss.backward()
+                loss = self._accumulate(batch, ids, y, step + 1)
                 if cfg.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(self.model_.parameters(), cfg.max_grad_norm)
                 optimizer.step()
@@ -315,8 +324,9 @@ class Trainer:
                 step += 1
                 seconds = time.perf_counter() - t0
                 row: dict[str, Any] = {
-                    "step": step, "epoch": step / per_epoch, "loss": float(loss.item()),
+                    "step": step, "epoch": step / per_epoch, "loss": loss,
                     "lr": scheduler.get_last_lr()[0], "samples_per_s": len(batch) / seconds,
+                    "micro_batch": self.micro_batch_size_,
                     "seconds": time.perf_counter() - started,
                 }
                 if eval_df is not None and len(eval_df) and (
@@ -329,9 +339,58 @@ class Trainer:
         self._training = False
         events.publish("train.end", trainer=self, steps=step)
 
+    def _accumulate(self, batch: np.ndarray, ids: list[list[int]], y: torch.Tensor,
+                    step: int) -> float:
+        """Forward and backward the batch in micro-batches (loss weighted by their size, so
+        the gradient equals the whole batch's); on an out-of-memory error halve the
+        micro-batch and retry the step."""
+        while True:
+            micro = self.micro_batch_size_
+            try:
+                total = 0.0
+                for start in range(0, len(batch), micro):
+                    part = batch[start:start + micro]
+                    out = self.model_(**self._collate([ids[i] for i in part]),
+                                      labels=y[part].to(self.device_))
+                    if not torch.isfinite(out.loss):
+                        raise TrainingError(
+                            f"loss became {out.loss.item()} at step {step}; lower lr "
+                            f"(now {self.config.lr}) or check the inputs")
+                    (out.loss * (len(part) / len(batch))).backward()
+                    total += out.loss.item() * len(part) / len(batch)
+                return total
+            except torch.OutOfMemoryError:
+                self.model_.zero_grad(set_to_none=True)
+                if micro == 1:
+                    raise
+                self.micro_batch_size_ = max(1, micro // 2)
+                if self.device_.type == "cuda":
+                    torch.cuda.empty_cache()
+                events.publish("train.oom", trainer=self, step=step,
+                               micro_batch=self.micro_batch_size_)
+
     def _eval_metrics(self, df: pd.DataFrame) -> dict[str, float]:
         report = self.evaluate(df)
         return {f"eval_{k}": v for k, v in report.to_dict().items()}
+
+
+def micro_batch_for(model: torch.nn.Module, max_length: int, memory: int | str,
+                    batch_size: int) -> int:
+    """The largest micro-batch whose training memory fits ``memory``.
+
+    Fixed: parameters, gradients and two AdamW moments (16 bytes a float32 parameter).
+    Per example: transformer activations, about ``L * h * (34 + 5 * a * L / h)`` bytes per
+    layer at 16 bits (Korthikanti et al., 2022), doubled for float32. Always at least 1.
+    """
+    from .units import parse_bytes
+
+    memory = parse_bytes(memory, "memory")
+    c = model.config
+    params = sum(p.numel() for p in model.parameters())
+    fixed = 16 * params
+    h, a, n = c.hidden_size, c.num_attention_heads, c.num_hidden_layers
+    per_example = 2 * n * max_length * h * (34 + 5 * a * max_length / h)
+    return int(max(1, min(batch_size, (memory - fixed) // per_example)))
 
 
 def _no_decay(name: str) -> bool:

@@ -248,3 +248,63 @@ def test_minilm_beats_majority_baseline_on_real_tweets(tweets):
     baseline = lab.metrics.majority_baseline(train["label"], test["label"])
     assert report.accuracy > baseline + 0.08, (report.accuracy, baseline)
     assert set(report.table.index) >= {"negative", "neutral", "positive", "macro avg"}
+
+
+# ------------------------------------------------------------------------------ micro-batches
+
+
+def fit_without_dropout(trainer: lab.Trainer, df: pd.DataFrame) -> lab.Trainer:
+    gen = trainer.steps(df)
+    for module in trainer.model_.modules():  # dropout draws differ per micro-batch
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    list(gen)
+    return trainer
+
+
+def test_micro_batches_accumulate_to_the_same_step(tiny_model, train_df):
+    whole = fit_without_dropout(lab.Trainer(tiny_config(max_steps=3, seed=5)), train_df)
+    parts = fit_without_dropout(
+        lab.Trainer(tiny_config(max_steps=3, seed=5, micro_batch_size=4)), train_df)
+    assert parts.micro_batch_size_ == 4 and set(parts.history_["micro_batch"]) == {4}
+    for (name, a), (_, b) in zip(whole.model_.named_parameters(),
+                                 parts.model_.named_parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    np.testing.assert_allclose(whole.history_["loss"], parts.history_["loss"], rtol=1e-4)
+
+
+def test_a_memory_grant_sets_the_micro_batch(tiny_model, train_df):
+    from llmos_lab.trainer import micro_batch_for
+
+    trainer = lab.Trainer(tiny_config(max_steps=1, batch_size=16))
+    gen = trainer.steps(train_df, memory="1GiB")
+    assert trainer.micro_batch_size_ == 16  # plenty: the whole batch at once
+    next(gen)
+    small = micro_batch_for(trainer.model_, 64, 9 * 2**20, 16)
+    tight = lab.Trainer(tiny_config(max_steps=2, batch_size=16))
+    tight_steps = tight.steps(train_df, memory=9 * 2**20)
+    assert tight.micro_batch_size_ == small < 16
+    assert [r["micro_batch"] for r in tight_steps] == [small, small]
+    assert micro_batch_for(trainer.model_, 64, 1, 16) == 1  # never below one example
+
+
+def test_out_of_memory_halves_the_micro_batch_and_retries(tiny_model, train_df, monkeypatch):
+    trainer = lab.Trainer(tiny_config(max_steps=2, batch_size=16))
+    gen = trainer.steps(train_df)
+    forward = trainer.model_.forward
+
+    def limited(*args, **kw):
+        if kw["input_ids"].shape[0] > 4:
+            raise torch.OutOfMemoryError("pretend: CUDA out of memory")
+        return forward(*args, **kw)
+
+    monkeypatch.setattr(trainer.model_, "forward", limited)
+    seen = []
+    unsubscribe = events.subscribe("train.oom", lambda e: seen.append(e.payload["micro_batch"]))
+    try:
+        rows = list(gen)
+    finally:
+        unsubscribe()
+    assert seen == [8, 4]
+    assert [r["micro_batch"] for r in rows] == [4, 4]
+    assert all(np.isfinite(r["loss"]) for r in rows)
