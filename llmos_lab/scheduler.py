@@ -49,6 +49,7 @@ class Task:
     weight: float = 1.0
     tenant: str | None = None
     total_steps: int | None = None
+    output: list[Any] = field(default_factory=list, repr=False)
 
 
 @dataclass(eq=False)
@@ -133,13 +134,16 @@ class Scheduler:
 
     def __init__(self, policy: str = "stride", allocator: Allocator | None = None,
                  kernel: Any = None, *, quantum: int | None = None,
-                 quantum_seconds: float | None = None):
+                 quantum_seconds: float | None = None, backend: str = "local"):
         if quantum is not None and (isinstance(quantum, bool) or not isinstance(quantum, int)
                                     or quantum < 1):
             raise ConfigError("quantum", quantum, "an integer >= 1 (steps)")
         if quantum_seconds is not None and not (isinstance(quantum_seconds, (int, float))
                                                 and quantum_seconds > 0):
             raise ConfigError("quantum_seconds", quantum_seconds, "a number of seconds > 0")
+        if backend not in ("local", "ray"):
+            raise ConfigError("backend", backend, "'local' (this process) or 'ray'")
+        self.backend = backend
         self.policy = get(policy, quantum)
         self.quantum_seconds = quantum_seconds
         self.allocator, self.kernel = allocator, kernel
@@ -266,7 +270,7 @@ class Scheduler:
         done, failed, value = False, None, None
         try:
             if s.iterator is None:
-                s.iterator = _start(s, self._grant(s.id))
+                s.iterator = self._start(s)
             value = next(s.iterator)
         except StopIteration:
             done = True
@@ -355,11 +359,22 @@ class Scheduler:
     def _finish(self, s: TaskState, state: str) -> None:
         s.state = state
         s.finished = self._now()
+        close = getattr(s.iterator, "close", None)
+        if close is not None:  # a generator's finally blocks, a Ray actor's slot
+            close()
         s.iterator = None
         if self.allocator is not None and s.id in self.allocator.demands:
             self.allocator.remove(s.id)
             self._readmit()
         events.publish(f"sched.{state}", scheduler=self, task=s.id, error=s.error)
+
+    def _start(self, s: TaskState) -> Iterator[Any]:
+        grant = self._grant(s.id)
+        if self.backend == "ray":
+            from .ray_backend import RemoteSteps
+
+            return RemoteSteps(s.task.steps, grant, s.id)
+        return _start(s, grant)
 
     def _grant(self, task_id: str) -> Resources | None:
         if self.allocator is None:
