@@ -198,7 +198,7 @@ class ModelKernel:
         started = time.perf_counter()
         with self._use(model) as rec, rec.lock, self._adapter(rec, adapter):
             kw = dict(max_length=max_length, batch_size=batch_size or 64, device=self.device,
-                      precision=self.precision)
+                      precision=self._precision(rec))
             if task == "sequence-classification":
                 probs = inference.class_probabilities(rec.model, rec.tokenizer, texts, **kw)
                 out = inference.probabilities_frame(probs, rec.labels)
@@ -230,7 +230,7 @@ class ModelKernel:
             out = inference.generate_texts(
                 rec.model, rec.tokenizer, prompts, max_new_tokens=max_new_tokens,
                 temperature=float(temperature), batch_size=batch_size or 16,
-                device=self.device, precision=self.precision, seed=seed)
+                device=self.device, precision=self._precision(rec), seed=seed)
         events.publish("kernel.generate", kernel=self, model=model, n=len(prompts),
                        seconds=time.perf_counter() - started)
         return out
@@ -288,6 +288,10 @@ class ModelKernel:
             self._make_room(0, model)
         events.publish("kernel.adapter", kernel=self, model=model, adapter=adapter_name,
                        bytes=rec.adapters[adapter_name])
+
+    def _precision(self, rec: ModelRecord) -> str:
+        """int8 layers compute in float32 (they reject bf16 inputs)."""
+        return "fp32" if rec.quantize else self.precision
 
     # ------------------------------------------------------------------ residency
 
