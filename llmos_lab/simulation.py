@@ -10,6 +10,7 @@ priority first, then arrival order.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from dataclasses import dataclass
@@ -85,18 +86,28 @@ def simulate(trace: pd.DataFrame, policy: str = "stride", *, memory: int | str |
     def push(t: _Sim) -> None:
         heapq.heappush(ready, (pol.key(t), t.seq, t))
 
+    smallest = min((t.memory for t in tasks), default=0)
+
     def admit() -> None:
+        """First fit in priority-then-arrival order, as the allocator admits."""
         nonlocal used
-        while waiting and (capacity is None or used + waiting[0][2].memory <= capacity):
-            t = heapq.heappop(waiting)[2]
-            used += t.memory
-            push(t)
+        i = 0
+        while i < len(waiting):
+            if capacity is not None and capacity - used < smallest:
+                return
+            t = waiting[i][2]
+            if capacity is None or used + t.memory <= capacity:
+                del waiting[i]
+                used += t.memory
+                push(t)
+            else:
+                i += 1
 
     remaining = len(order)
     while remaining:
         while nxt < len(order) and order[nxt].submitted <= now:
             t = order[nxt]
-            heapq.heappush(waiting, (-t.priority, t.seq, t))
+            bisect.insort(waiting, (-t.priority, t.seq, t), key=lambda w: w[:2])
             nxt += 1
         admit()
         if not ready:

@@ -174,11 +174,11 @@ def test_bad_submissions():
     s.submit(Task("a", spin(1)))
     with pytest.raises(ConfigError, match="'a'"):
         s.submit(Task("a", spin(1)))
-    with pytest.raises(ConfigError, match="b.priority"):
+    with pytest.raises(ConfigError, match=r"b\.priority"):
         s.submit(Task("b", spin(1)), priority="high")
-    with pytest.raises(ConfigError, match="c.weight"):
+    with pytest.raises(ConfigError, match=r"c\.weight"):
         s.submit(Task("c", spin(1)), weight=-1)
-    with pytest.raises(ConfigError, match="c.priority"):
+    with pytest.raises(ConfigError, match=r"c\.priority"):
         s.submit(Task("c", spin(1)), priority=1.5)
     with pytest.raises(UnknownNameError, match="'zz'"):
         s.set_weight("zz", 2.0)

@@ -1,0 +1,93 @@
+"""simulate(trace, policy): the scheduler's policies on simulated time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmos_lab.errors import ColumnError, ConfigError, DataError, UnknownNameError
+from llmos_lab.simulation import compare, simulate
+
+
+def trace3(**extra) -> pd.DataFrame:
+    return pd.DataFrame({"id": ["a", "b", "c"], "arrival": [0.0, 0.0, 0.0],
+                         "steps": [4, 4, 4], **extra})
+
+
+def test_fifo_turnaround_is_cumulative():
+    r = simulate(trace3(), "fifo")
+    m = r.metrics.set_index("task")
+    assert m["finished"].to_dict() == {"a": 4.0, "b": 8.0, "c": 12.0}
+    assert m["waiting"].to_dict() == {"a": 0.0, "b": 4.0, "c": 8.0}
+    assert r.summary()["mean_turnaround"] == pytest.approx(8.0)
+
+
+def test_round_robin_interleaves_single_steps():
+    r = simulate(trace3(), "rr")
+    assert list(r.timeline["task"][:6]) == ["a", "b", "c", "a", "b", "c"]
+    assert r.metrics.set_index("task")["finished"].to_dict() == {"a": 10.0, "b": 11.0,
+                                                                 "c": 12.0}
+
+
+def test_priority_preempts_on_arrival():
+    trace = pd.DataFrame({"id": ["low", "high"], "arrival": [0.0, 2.0], "steps": [5, 2],
+                          "priority": [1, 5]})
+    r = simulate(trace, "priority")
+    m = r.metrics.set_index("task")
+    assert m.loc["high", "first_run"] == 2.0 and m.loc["high", "finished"] == 4.0
+    assert m.loc["low", "finished"] == 7.0
+
+
+def test_stride_shares_follow_weights_while_tasks_compete():
+    r = simulate(trace3(weight=[1, 2, 3], steps=[600, 600, 600]), "stride")
+    shares = r.shares().set_index("task")
+    np.testing.assert_allclose(shares["share"], [1 / 6, 2 / 6, 3 / 6], atol=0.01)
+    assert shares.attrs["jain"] > 0.999
+
+
+def test_memory_admission_serialises_tasks_that_do_not_fit():
+    trace = trace3(memory=["3GiB", "3GiB", "1GiB"])
+    r = simulate(trace, "rr", memory="4GiB")
+    m = r.metrics.set_index("task")
+    assert m.loc["b", "first_run"] >= m.loc["a", "finished"]  # a and b never together
+    assert m.loc["c", "first_run"] < m.loc["a", "finished"]  # c fits beside a
+    with pytest.raises(DataError, match="could never run"):
+        simulate(trace3(memory=["5GiB", "1GiB", "1GiB"]), "rr", memory="4GiB")
+
+
+def test_durations_and_idle_gaps():
+    trace = pd.DataFrame({"arrival": [0.0, 10.0], "duration": [2.0, 3.0],
+                          "step_seconds": [0.5, 1.0]})
+    r = simulate(trace, "fifo")
+    m = r.metrics
+    assert list(m["steps"]) == [4, 3]
+    assert list(m["finished"]) == [2.0, 13.0]
+    assert m.attrs["utilisation"] == pytest.approx(5.0 / 13.0)
+
+
+def test_compare_policies_side_by_side():
+    table = compare(trace3(weight=[1, 2, 3]))
+    assert list(table.index) == ["fifo", "priority", "rr", "stride"]
+    assert table.loc["fifo", "mean_turnaround"] < table.loc["rr", "mean_turnaround"]
+
+
+@pytest.mark.parametrize("trace,match", [
+    (pd.DataFrame({"steps": [1]}), "arrival"),
+    (pd.DataFrame({"arrival": [0]}), "steps"),
+    (pd.DataFrame({"arrival": [0, -1], "steps": [1, 1]}), "row 1, column 'arrival'"),
+    (pd.DataFrame({"arrival": [0, float("nan")], "steps": [1, 1]}), "column 'arrival'"),
+    (pd.DataFrame({"arrival": [0], "steps": [float("inf")]}), "column 'steps'"),
+    (pd.DataFrame({"id": ["x", "x"], "arrival": [0, 0], "steps": [1, 1]}), "'x' appears"),
+    (pd.DataFrame({"arrival": [0], "steps": [1], "priority": [1.5]}), "priority"),
+])
+def test_bad_traces_name_the_row_and_column(trace, match):
+    with pytest.raises((DataError, ColumnError), match=match):
+        simulate(trace, "fifo")
+
+
+def test_bad_policy_and_memory():
+    with pytest.raises(UnknownNameError, match="stride"):
+        simulate(trace3(), "lottery")
+    with pytest.raises(ConfigError, match="memory"):
+        simulate(trace3(memory=[-1, 1, 1]), "fifo")
