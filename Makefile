@@ -13,7 +13,7 @@ PYTHON ?= python3
 VENV ?= .venv
 VENV_FLAGS ?=
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev
+EXTRAS ?= dev,ray
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.llmos-lab-installed
