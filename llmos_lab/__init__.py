@@ -11,10 +11,18 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"assets", "datasets", "devices", "errors", "events", "inference", "kernel",
-               "loading", "metrics", "pipelines", "trainer", "units"}
+_SUBMODULES = {"allocator", "assets", "datasets", "devices", "errors", "events", "inference",
+               "kernel", "loading", "metrics", "pipelines", "ray_backend", "scheduler",
+               "simulation", "swap", "tasks", "trainer", "units"}
 _EXPORTS = {
+    "Allocator": "allocator",
+    "Demand": "allocator",
+    "Resources": "allocator",
+    "allocate": "allocator",
     "ModelKernel": "kernel",
+    "Scheduler": "scheduler",
+    "Task": "scheduler",
+    "simulate": "simulation",
     "TrainConfig": "trainer",
     "Trainer": "trainer",
     "ClassificationReport": "metrics",

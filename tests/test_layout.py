@@ -38,7 +38,9 @@ def test_importing_the_package_is_light():
 
 
 @pytest.mark.parametrize("name", ["assets", "datasets", "TrainConfig", "Trainer", "record",
-                                  "ClassificationReport", "pipelines", "errors", "events"])
+                                  "ClassificationReport", "pipelines", "errors", "events",
+                                  "ModelKernel", "Allocator", "Resources", "allocate",
+                                  "Scheduler", "Task", "simulate", "tasks"])
 def test_public_names(name):
     import llmos_lab as lab
 
