@@ -199,6 +199,8 @@ def water_fill(capacity: float, want: np.ndarray, weight: np.ndarray) -> np.ndar
     used_at = done + level * rest  # capacity used when t reaches level i
     k = int(np.searchsorted(used_at, capacity, side="right"))
     t = (capacity - done[k]) / rest[k] if k < len(d) and rest[k] > 0 else np.inf
+    if k > 0:  # cancellation must not undo the tasks already satisfied below this level
+        t = max(t, level[k - 1])
     grant = np.minimum(want, t * weight)
     return grant
 
@@ -226,8 +228,10 @@ def drf(capacity, want, weight, priority):
     n_res = want.shape[1]
     cap = capacity.astype(float)
     g = _shares(want, cap).max(axis=1)  # dominant share of each full demand
-    x = np.where(g > 0, 0.0, 1.0)  # fraction of its demand each task receives
-    active = g > 0
+    blocked = ((want > 0) & (cap <= 0)).any(axis=1)  # needs a resource there is none of
+    x = np.where((g > 0) | blocked, 0.0, 1.0)  # fraction of its demand each task receives
+    active = (g > 0) & ~blocked
+    g = np.maximum(g, 1e-300)  # a vanishing want must not overflow weight / g
     fixed = np.zeros(n_res)  # usage of tasks frozen by an exhausted resource
     t_prev = 0.0
     while active.any():
@@ -331,10 +335,22 @@ def _allocate_flat(fn: Policy, cap: np.ndarray, demands: list[Demand]
     priority = np.array([demands[i].priority for i in rows])
     extra = fn(np.maximum(cap - reserved, 0.0), np.maximum(want, 0.0), weight, priority) \
         if len(rows) else np.zeros((0, len(cap)))
-    grant = (minimum[rows] + np.minimum(np.maximum(extra, 0.0), want)).tolist()
+    grant = minimum[rows] + np.minimum(np.maximum(extra, 0.0), want)
+    grant[:, 0] = _whole_bytes(grant[:, 0])
+    grant = grant.tolist()
     grants = {demands[i].id: Resources.from_array(grant[j]) for j, i in enumerate(rows)}
     waiting = [demands[i].id for i in range(len(demands)) if not admitted[i]]
     return grants, waiting
+
+
+def _whole_bytes(memory: np.ndarray) -> np.ndarray:
+    """Round grants to whole bytes without exceeding their total: floor each, then give the
+    bytes left over to the largest remainders (so the capacity stays fully used)."""
+    base = np.floor(memory + 1e-6)
+    spare = round(float(memory.sum() - base.sum()))
+    if spare > 0:
+        base[np.argsort(base - memory, kind="stable")[:spare]] += 1
+    return base
 
 
 def _allocate_tenants(fn: Policy, capacity: Resources, demands: list[Demand],

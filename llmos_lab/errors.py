@@ -23,7 +23,8 @@ class UnknownNameError(LlmosError, KeyError):
 
     def __init__(self, kind: str, name: str, choices: Iterable[str]):
         self.kind, self.name, self.choices = kind, name, sorted(str(c) for c in choices)
-        super().__init__(f"unknown {kind} {name!r}; known {kind}s: {_choices(self.choices)}")
+        plural = kind[:-1] + "ies" if kind.endswith("y") else kind + "s"
+        super().__init__(f"unknown {kind} {name!r}; known {plural}: {_choices(self.choices)}")
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
