@@ -435,6 +435,8 @@ def window_shares(timeline: pd.DataFrame, entitled: dict[str, float],
     if until is None and len(timeline):
         until = float(timeline.groupby("task")["end"].max().min())
     clipped = (timeline["end"].clip(upper=until) - timeline["start"].clip(upper=until))
+    if "compute" in timeline:  # processor sharing: busy time is compute granted x seconds
+        clipped = clipped * timeline["compute"]
     busy = clipped.groupby(timeline["task"]).sum()
     out = pd.DataFrame({"task": list(entitled)})
     out["busy_seconds"] = out["task"].map(busy).fillna(0.0)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import scheduler as sched
-from .errors import ColumnError, DataError
+from .errors import ColumnError, DataError, UnknownNameError
 from .units import parse_bytes
 
 
@@ -31,7 +31,8 @@ class SimulationResult:
     metrics: pd.DataFrame
 
     def shares(self, until: float | None = None) -> pd.DataFrame:
-        """Measured vs entitled shares while every task competes (until the first finishes)."""
+        """Measured vs entitled shares while every task competes (until the first finishes);
+        under an allocation policy, busy time is compute granted x seconds."""
         entitled = dict(zip(self.metrics["task"], self.metrics["allocated_share"], strict=True))
         return sched.window_shares(self.timeline, entitled, until)
 
@@ -57,6 +58,7 @@ class _Sim:
     total: int
     step_seconds: float
     memory: int
+    compute: float = 1.0
     steps: int = 0
     busy: float = 0.0
     pass_: float = 0.0
@@ -66,10 +68,19 @@ class _Sim:
 
 
 def simulate(trace: pd.DataFrame, policy: str = "stride", *, memory: int | str | None = None,
-             quantum: int | None = None) -> SimulationResult:
-    """Run ``trace`` under a scheduling ``policy`` (fifo, rr, priority, stride) with an
-    optional memory capacity, and return its timeline and per-task metrics."""
-    pol = sched.get(policy, quantum)
+             compute: float = 1.0, quantum: int | None = None) -> SimulationResult:
+    """Run ``trace`` under a policy with an optional memory capacity; return its timeline
+    and per-task metrics.
+
+    A *scheduling* policy (fifo, rr, priority, stride) time-slices one processor, step by
+    step. An *allocation* policy (proportional, max-min, drf, priority-classes via
+    ``"priority"`` is the scheduler's; use the allocator's names otherwise) shares the
+    machine at once: at every arrival or completion the policy re-divides ``compute``
+    among the admitted tasks by their ``memory`` and ``compute`` demands, and each runs at
+    ``grant / demand`` of its full speed (processor sharing).
+    """
+    from . import allocator
+
     tasks = _read_trace(trace)
     capacity = None if memory is None else parse_bytes(memory, "memory")
     if capacity is not None:
@@ -77,31 +88,25 @@ def simulate(trace: pd.DataFrame, policy: str = "stride", *, memory: int | str |
             if t.memory > capacity:
                 raise DataError(f"trace row {t.id!r}: memory {t.memory} exceeds the capacity "
                                 f"{capacity}; it could never run")
+    if policy not in sched.policies() and policy in allocator.policies():
+        return _simulate_sharing(tasks, policy, capacity, compute)
+    if policy not in sched.policies():
+        raise UnknownNameError("policy", policy, sched.policies() + allocator.policies())
+    pol = sched.get(policy, quantum)
     order = sorted(tasks, key=lambda t: (t.submitted, t.seq))
     ready: list[tuple[Any, int, _Sim]] = []
     waiting: list[tuple[int, int, _Sim]] = []
-    used, now, nxt, tick = 0, 0.0, 0, 0
+    now, nxt, tick = 0.0, 0, 0
     slices: list[tuple[str, int, int, float, float]] = []
 
     def push(t: _Sim) -> None:
         heapq.heappush(ready, (pol.key(t), t.seq, t))
 
-    smallest = min((t.memory for t in tasks), default=0)
+    admission = _Admission(capacity, tasks)
 
     def admit() -> None:
-        """First fit in priority-then-arrival order, as the allocator admits."""
-        nonlocal used
-        i = 0
-        while i < len(waiting):
-            if capacity is not None and capacity - used < smallest:
-                return
-            t = waiting[i][2]
-            if capacity is None or used + t.memory <= capacity:
-                del waiting[i]
-                used += t.memory
-                push(t)
-            else:
-                i += 1
+        for t in admission.admit(waiting):
+            push(t)
 
     remaining = len(order)
     while remaining:
@@ -135,21 +140,107 @@ def simulate(trace: pd.DataFrame, policy: str = "stride", *, memory: int | str |
         pol.charge(t, seconds)
         if t.steps >= t.total:
             t.finished = now
-            used -= t.memory
+            admission.used -= t.memory
             remaining -= 1
         else:
             push(t)
     timeline = pd.DataFrame(slices, columns=["task", "step", "steps", "start", "end"])
     timeline["seconds"] = timeline["end"] - timeline["start"]
     entitled = sched.entitled_shares(pol.name, [(t.id, t.weight, t.steps > 0) for t in tasks])
+    return SimulationResult(policy, timeline, _metrics(tasks, entitled))
+
+
+class _Admission:
+    """First fit in priority-then-arrival order, as the allocator admits."""
+
+    def __init__(self, capacity: int | None, tasks: list[_Sim]):
+        self.capacity, self.used = capacity, 0
+        self.smallest = min((t.memory for t in tasks), default=0)
+
+    def admit(self, waiting: list[tuple[int, int, _Sim]]) -> list[_Sim]:
+        out, i = [], 0
+        while i < len(waiting):
+            if self.capacity is not None and self.capacity - self.used < self.smallest:
+                break
+            t = waiting[i][2]
+            if self.capacity is None or self.used + t.memory <= self.capacity:
+                del waiting[i]
+                self.used += t.memory
+                out.append(t)
+            else:
+                i += 1
+        return out
+
+
+def _metrics(tasks: list[_Sim], entitled: dict[str, float]) -> pd.DataFrame:
     span = (max((t.finished for t in tasks), default=0.0)
             - min((t.submitted for t in tasks), default=0.0))
-    metrics = sched.task_metrics([{
+    return sched.task_metrics([{
         "task": t.id, "priority": t.priority, "weight": t.weight, "memory": t.memory,
         "steps": t.steps, "busy_seconds": t.busy, "allocated_share": entitled[t.id],
         "submitted": t.submitted, "first_run": t.first_run, "finished": t.finished,
     } for t in tasks], span)
-    return SimulationResult(policy, timeline, metrics)
+
+
+def _simulate_sharing(tasks: list[_Sim], policy: str, capacity: int | None,
+                      compute: float) -> SimulationResult:
+    """Processor sharing under an allocation policy, from event to event."""
+    from . import allocator
+
+    fn = allocator.get(policy)
+    order = sorted(tasks, key=lambda t: (t.submitted, t.seq))
+    admission = _Admission(capacity, tasks)
+    waiting: list[tuple[int, int, _Sim]] = []
+    active: list[_Sim] = []
+    work = {t.id: t.total * t.step_seconds for t in tasks}  # seconds at full speed
+    segments: list[tuple[str, float, float, float, float]] = []
+    now, nxt = 0.0, 0
+    while nxt < len(order) or waiting or active:
+        while nxt < len(order) and order[nxt].submitted <= now:
+            t = order[nxt]
+            bisect.insort(waiting, (-t.priority, t.seq, t), key=lambda w: w[:2])
+            nxt += 1
+        for t in admission.admit(waiting):
+            t.first_run = now
+            active.append(t)
+        if not active:
+            now = order[nxt].submitted
+            continue
+        want = np.array([[t.memory, t.compute, 0.0] for t in active])
+        cap = np.array([float(capacity if capacity is not None else want[:, 0].sum()),
+                        compute, 0.0])
+        grant = fn(cap, want, np.array([t.weight for t in active]),
+                   np.array([t.priority for t in active]))[:, 1]
+        rate = np.where(want[:, 1] > 0, grant / np.where(want[:, 1] > 0, want[:, 1], 1), 1.0)
+        left = np.array([work[t.id] for t in active])
+        with np.errstate(divide="ignore"):
+            finish = np.where(rate > 0, left / rate, np.inf)
+        dt = min(float(finish.min()), (order[nxt].submitted - now) if nxt < len(order)
+                 else np.inf)
+        if not np.isfinite(dt):
+            raise DataError(f"policy {policy!r} gives the admitted tasks no compute "
+                            f"(capacity compute={compute}); nothing can finish")
+        still = []
+        for t, r, g, f in zip(active, rate, grant, finish, strict=True):
+            done = f <= dt * (1 + 1e-12)
+            ran = f if done else dt
+            work[t.id] -= r * ran
+            t.busy += g * ran
+            t.steps = t.total if done else int((t.total * t.step_seconds - work[t.id])
+                                               / t.step_seconds)
+            segments.append((t.id, now, now + ran, float(g), float(r)))
+            if done:
+                t.finished = now + ran
+                admission.used -= t.memory
+            else:
+                still.append(t)
+        active = still
+        now += dt
+    timeline = pd.DataFrame(segments, columns=["task", "start", "end", "compute", "rate"])
+    timeline["seconds"] = timeline["end"] - timeline["start"]
+    total = sum(t.busy for t in tasks) or 1.0
+    entitled = {t.id: t.busy / total for t in tasks}  # what the policy granted, over the run
+    return SimulationResult(policy, timeline, _metrics(tasks, entitled))
 
 
 def compare(trace: pd.DataFrame, policies: list[str] | None = None, **kw: Any) -> pd.DataFrame:
@@ -182,6 +273,7 @@ def _read_trace(trace: pd.DataFrame) -> list[_Sim]:
     prio = trace["priority"].tolist() if "priority" in trace else [1] * len(trace)
     weight = _numbers(trace, "weight", positive=True) if "weight" in trace \
         else np.ones(len(trace))
+    compute = _numbers(trace, "compute") if "compute" in trace else np.ones(len(trace))
     mem = [parse_bytes(m, f"trace row {ids[i]!r} memory") for i, m in
            enumerate(trace["memory"])] if "memory" in trace else [0] * len(trace)
     out = []
@@ -190,7 +282,7 @@ def _read_trace(trace: pd.DataFrame) -> list[_Sim]:
         if isinstance(p, bool) or not isinstance(p, (int, np.integer)):
             raise DataError(f"trace row {ids[i]!r}, column 'priority': {p!r} is not an integer")
         out.append(_Sim(ids[i], i, int(p), float(weight[i]), float(arrival[i]), int(steps[i]),
-                        float(step_seconds[i]), mem[i]))
+                        float(step_seconds[i]), mem[i], float(compute[i])))
     return out
 
 

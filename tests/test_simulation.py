@@ -91,3 +91,32 @@ def test_bad_policy_and_memory():
         simulate(trace3(), "lottery")
     with pytest.raises(ConfigError, match="memory"):
         simulate(trace3(memory=[-1, 1, 1]), "fifo")
+
+
+def test_allocation_policies_share_the_machine_by_demands():
+    """DRF charges a memory-heavy task for its memory: it gets less compute than under
+    max-min, which looks at compute alone (worked by hand: x_A = 1 / 1.15)."""
+    trace = pd.DataFrame({"id": ["A", "B"], "arrival": [0.0, 0.0], "steps": [100, 100],
+                          "memory": ["6GiB", "1GiB"], "compute": [0.4, 1.0]})
+    first = {}
+    for policy in ("drf", "max-min"):
+        t = simulate(trace, policy, memory="8GiB").timeline
+        first[policy] = t[t["start"] == 0].set_index("task")["compute"]
+    assert first["max-min"]["A"] == pytest.approx(0.4)
+    assert first["max-min"]["B"] == pytest.approx(0.6)
+    assert first["drf"]["A"] == pytest.approx(0.4 / 1.15)
+    assert first["drf"]["B"] == pytest.approx(0.75 / 1.15)
+    r = simulate(trace, "drf", memory="8GiB")
+    m = r.metrics.set_index("task")
+    assert m["steps"].to_dict() == {"A": 100, "B": 100}
+    # work is conserved: compute-seconds granted equal the work each task had to do
+    assert m.loc["A", "busy_seconds"] == pytest.approx(100 * 0.4)
+    assert m.loc["B", "busy_seconds"] == pytest.approx(100 * 1.0)
+
+
+def test_allocation_policy_with_memory_admission():
+    trace = pd.DataFrame({"arrival": [0.0, 0.0], "steps": [10, 10],
+                          "memory": ["3GiB", "3GiB"]})
+    m = simulate(trace, "max-min", memory="4GiB").metrics
+    assert list(m["first_run"]) == [0.0, 10.0]
+    assert list(m["finished"]) == [10.0, 20.0]
