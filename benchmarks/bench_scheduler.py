@@ -126,9 +126,12 @@ def bench_simulate(sizes: Sizes) -> dict[str, Any]:
                           "steps": rng.integers(1, 20, n),
                           "step_seconds": rng.uniform(0.02, 0.1, n),
                           "priority": rng.integers(0, 3, n), "weight": rng.uniform(0.5, 2, n),
-                          "memory": rng.integers(1, 4, n) * 2**30})
+                          "memory": rng.integers(1, 4, n) * 2**30,
+                          "compute": rng.uniform(0.1, 1.0, n)})
+    names = lab.scheduler.policies() + [p for p in allocator.policies()
+                                        if p not in lab.scheduler.policies()]
     seconds = {p: _best(lambda p=p: simulate(trace, p, memory="8GiB"), sizes.repeats)
-               for p in lab.scheduler.policies()}
+               for p in names}
     return {"benchmark": "simulate", "tasks": n, "steps": int(trace["steps"].sum()),
             "seconds_per_policy": {p: round(s, 3) for p, s in seconds.items()},
             "target_seconds": 5.0, "meets_target": max(seconds.values()) < 5.0}
