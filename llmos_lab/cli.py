@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from .errors import LlmosError
 
@@ -44,6 +46,37 @@ def _assets_check(args: argparse.Namespace) -> int:
     return 1 if len(missing) else 0
 
 
+# ``llmos-lab bench NAME`` runs benchmarks/<module>.py from the source checkout (they are not
+# installed with the package). Add "scheduler", "trainer" here as their modules appear.
+BENCHMARKS = {"kernel": "bench_kernel"}
+
+
+def _benchmarks_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from .errors import UnknownNameError
+
+    if args.name not in BENCHMARKS:
+        raise UnknownNameError("benchmark", args.name, BENCHMARKS)
+    root = _benchmarks_dir().parent
+    script = _benchmarks_dir() / f"{BENCHMARKS[args.name]}.py"
+    if not script.exists():
+        print(f"llmos-lab: error: {script} not found: benchmarks run from a source checkout "
+              f"(git clone, then pip install -e .)", file=sys.stderr)
+        return 2
+    # a child process keeps torch's thread settings and LLMOS_LAB_HOME out of this one;
+    # its stdout (one JSON line per benchmark) is ours, so the lines stream as they come
+    module = f"benchmarks.{BENCHMARKS[args.name]}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(root), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    sys.stdout.flush()
+    return subprocess.call([sys.executable, "-m", module, *args.args], env=env)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmos-lab", description="Run language-model work like an operating system.")
@@ -67,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = asub.add_parser("check", help="report which assets are present (exit 1 if not)")
     check.add_argument("names", nargs="*", help="asset names (default: all)")
     check.set_defaults(func=_assets_check)
+
+    bench = sub.add_parser(
+        "bench", help="run a benchmark against its peers; prints one JSON line each",
+        description="Run a benchmark module from benchmarks/; arguments after NAME pass "
+                    "through (e.g. --quick, --only infer_fp32).")
+    bench.add_argument("name", metavar="NAME", help="one of: " + ", ".join(BENCHMARKS))
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
+    bench.set_defaults(func=_bench)
     return parser
 
 

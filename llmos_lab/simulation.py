@@ -73,9 +73,9 @@ def simulate(trace: pd.DataFrame, policy: str = "stride", *, memory: int | str |
     and per-task metrics.
 
     A *scheduling* policy (fifo, rr, priority, stride) time-slices one processor, step by
-    step. An *allocation* policy (proportional, max-min, drf, priority-classes via
-    ``"priority"`` is the scheduler's; use the allocator's names otherwise) shares the
-    machine at once: at every arrival or completion the policy re-divides ``compute``
+    step. An *allocation* policy (proportional, max-min, drf; ``"priority"`` means the
+    scheduler's preemptive policy here) shares the machine at once: at every arrival or
+    completion the policy re-divides ``compute``
     among the admitted tasks by their ``memory`` and ``compute`` demands, and each runs at
     ``grant / demand`` of its full speed (processor sharing).
     """
