@@ -47,8 +47,8 @@ def _assets_check(args: argparse.Namespace) -> int:
 
 
 # ``llmos-lab bench NAME`` runs benchmarks/<module>.py from the source checkout (they are not
-# installed with the package). Add "scheduler", "trainer" here as their modules appear.
-BENCHMARKS = {"kernel": "bench_kernel"}
+# installed with the package). Add "trainer" here when its module appears.
+BENCHMARKS = {"kernel": "bench_kernel", "scheduler": "bench_scheduler"}
 
 
 def _benchmarks_dir() -> Path:
