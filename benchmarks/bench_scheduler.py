@@ -137,11 +137,11 @@ def bench_simulate(sizes: Sizes) -> dict[str, Any]:
             "target_seconds": 5.0, "meets_target": max(seconds.values()) < 5.0}
 
 
-def _trainers(model: str, n: int, steps: int, rows: int | None = None):
+def _trainers(model: str, n: int, steps: int, rows: int | None = None, batch_size: int = 16):
     df = lab.datasets.split(lab.datasets.load("tweets-sentiment"), "train")
     out = []
     for i in range(n):
-        cfg = lab.TrainConfig(model=model, max_steps=steps, batch_size=16, max_length=64,
+        cfg = lab.TrainConfig(model=model, max_steps=steps, batch_size=batch_size, max_length=64,
                               lr=5e-5, seed=i, device="cpu")
         # tokenizing happens at the first step: keep the set small; long runs cycle epochs
         size = min(len(df), rows or steps * 16 + 16)
@@ -184,7 +184,8 @@ def bench_overhead(sizes: Sizes) -> dict[str, Any]:
 
 def bench_share(sizes: Sizes) -> dict[str, Any]:
     sched = Scheduler("stride")
-    for i, (t, df) in enumerate(_trainers(sizes.share_model, 3, 100_000, rows=2000)):
+    for i, (t, df) in enumerate(_trainers(sizes.share_model, 3, 100_000, rows=2000,
+                                          batch_size=8)):
         gen = t.steps(df)
         next(gen)  # the first step tokenizes: not part of the share being measured
         sched.submit(Task(f"w{i + 1}", gen, kind="train"), weight=float(i + 1))
@@ -194,6 +195,7 @@ def bench_share(sizes: Sizes) -> dict[str, Any]:
     target = {f"w{i}": i / 6 for i in (1, 2, 3)}
     error = max(abs(shares[k] - target[k]) for k in target)
     return {"benchmark": "share", "model": sizes.share_model, "policy": "stride",
+            "batch_size": 8, "max_length": 64,
             "seconds": sizes.share_seconds, "steps": m["steps"].astype(int).to_dict(),
             "measured_share": shares, "allocated_share": {k: round(v, 4)
                                                           for k, v in target.items()},

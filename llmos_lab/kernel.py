@@ -395,8 +395,8 @@ class ModelKernel:
         started, previous = time.perf_counter(), rec.state
         with rec.lock:
             if rec.state == "disk":
-                model, _, _ = loading.load(loading.Source(str(rec.image)), rec.task, rec.head,
-                                           rec.dtype)
+                model, _ = loading.load_weights(loading.Source(str(rec.image)), rec.task,
+                                                rec.head, rec.dtype)
                 if rec.quantize:
                     model = loading.quantize_int8(model)
                 with loading.quiet():

@@ -147,17 +147,11 @@ def load(source: Source, task: str, head: dict[str, Any], dtype: torch.dtype | N
     pages."""
     from transformers import AutoTokenizer
 
+    model, complete = load_weights(source, task, head, dtype)
     with quiet():
-        kwargs = {**source.kwargs, **head}
-        if dtype is not None:
-            kwargs["dtype"] = dtype
-        model, info = model_class(task).from_pretrained(
-            source.folder, output_loading_info=True, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source.folder, **source.kwargs)
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
-    complete = not (info["missing_keys"] or info.get("mismatched_keys"))
     if source.gguf_file:  # weights are dequantised floats now; drop the GGUF marker
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
@@ -169,6 +163,19 @@ def load(source: Source, task: str, head: dict[str, Any], dtype: torch.dtype | N
                                               tokenizer.save_pretrained(folder)))
         return model, tokenizer, image
     return model, tokenizer, Path(source.folder) if complete else None
+
+
+def load_weights(source: Source, task: str, head: dict[str, Any], dtype: torch.dtype | None):
+    """(model in eval mode, whether every weight came from the source). A fault-in needs only
+    this: the kernel keeps each model's tokenizer while its weights are swapped out."""
+    with quiet():
+        kwargs = {**source.kwargs, **head}
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        model, info = model_class(task).from_pretrained(
+            source.folder, output_loading_info=True, **kwargs)
+    model.eval()
+    return model, not (info["missing_keys"] or info.get("mismatched_keys"))
 
 
 def save_atomically(target: Path, writer) -> Path:

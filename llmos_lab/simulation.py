@@ -62,6 +62,7 @@ class _Sim:
     steps: int = 0
     busy: float = 0.0
     pass_: float = 0.0
+    ema: float | None = None
     last_ran: int = 0
     first_run: float | None = None
     finished: float | None = None
