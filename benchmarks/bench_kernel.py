@@ -1,0 +1,579 @@
+"""The model kernel side by side with its peers, in the same run on the same CPU.
+
+Each benchmark prints ONE JSON line: ``benchmark``, the kernel's figures, the peer's figures,
+``ratio`` (with ``ratio_of`` saying which way round), and the configuration (sizes, batch sizes,
+threads, library versions). Peers: ``transformers.pipeline`` on the very same model object for
+inference; one full merged model per adapter loaded with ``from_pretrained`` for adapter
+switching; plain ``from_pretrained`` for fault-in; the fp32 model for int8.
+
+    python -m benchmarks.bench_kernel                 # everything, full sizes (minutes)
+    python -m benchmarks.bench_kernel --quick         # tiny sizes (< 60 s), used by the tests
+    python -m benchmarks.bench_kernel --only infer_fp32 --only fault_in
+    llmos-lab bench kernel --quick                    # the same through the command
+
+Timings take the best of ``--repeats`` interleaved rounds (contenders alternate inside each
+round, so a noisy neighbour slows all of them alike). Swap files and the GGUF conversion go to
+a private ``LLMOS_LAB_HOME`` that is deleted afterwards, so SmolLM2's first load is a real one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import functools
+import gc
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import llmos_lab as lab
+from llmos_lab import assets, datasets, inference, loading
+
+CPU = torch.device("cpu")
+MAX_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each benchmark does; ``--quick`` swaps in tiny sizes."""
+
+    texts: int = 2000  # tweets per inference pass
+    repeats: int = 3  # interleaved timing rounds; the best one counts
+    adapters: int = 8
+    switches: int = 40
+    switch_batch: int = 16  # texts per adapter switch
+    fault_reps: int = 5
+    smollm2: bool = True  # SmolLM2's first load converts the GGUF (~15 s)
+    train_rows: int = 1000
+    test_texts: int | None = None  # None: the whole test split
+    quick: bool = False
+
+
+FULL = Sizes()
+QUICK = Sizes(texts=64, repeats=1, adapters=2, switches=4, fault_reps=2, smollm2=False,
+              train_rows=100, test_texts=64, quick=True)
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+@functools.cache
+def _tweets():
+    return datasets.load("tweets-sentiment")
+
+
+def _eval_texts(n: int) -> list[str]:
+    """``n`` texts drawn (seeded) from the test and validation splits: the file is sorted by
+    sentiment, so its first rows would all be alike."""
+    df = _tweets()
+    pool = df[df["split"].isin(["test", "validation"])]
+    return list(pool.sample(min(n, len(pool)), random_state=0)["text"])
+
+
+def _kernel(precision: str = "fp32") -> lab.ModelKernel:
+    return lab.ModelKernel(device="cpu", memory_budget="2GiB", precision=precision)
+
+
+def _load_sent(kernel: lab.ModelKernel, quantize: str | None = None):
+    """MiniLM with a fresh 3-class head (seeded), and its process-table record."""
+    torch.manual_seed(0)
+    kernel.load("minilm", name="sent", task="sequence-classification", num_labels=3,
+                quantize=quantize)
+    return kernel._models["sent"]
+
+
+def _pipeline(model, tokenizer):
+    import transformers
+
+    return transformers.pipeline("text-classification", model=model, tokenizer=tokenizer,
+                                 device=-1)
+
+
+def _pipe_labels(pipe, texts: Sequence[str], context: Callable[[], Any], **kw) -> list[str]:
+    with context():
+        out = pipe(list(texts), truncation=True, max_length=MAX_LENGTH, **kw)
+    return [row["label"] for row in out]
+
+
+def _labels(model, tokenizer, texts: Sequence[str], precision: str = "fp32") -> list[str]:
+    """Argmax labels through the shared inference path (untimed references)."""
+    probs = inference.class_probabilities(model, tokenizer, texts, max_length=MAX_LENGTH,
+                                          batch_size=64, device=CPU, precision=precision)
+    return [model.config.id2label[int(i)] for i in probs.argmax(axis=1)]
+
+
+@torch.inference_mode()
+def _forward_labels(model, tokenizer, texts: Sequence[str]) -> list[str]:
+    """What a plain transformers user writes: pad the batch, one forward, argmax."""
+    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=MAX_LENGTH,
+                    return_tensors="pt")
+    return [model.config.id2label[int(i)] for i in model(**enc).logits.argmax(-1)]
+
+
+def _agreement(a: Sequence[Any], b: Sequence[Any]) -> float:
+    assert len(a) == len(b), (len(a), len(b))
+    return round(sum(x == y for x, y in zip(a, b, strict=True)) / max(1, len(a)), 4)
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - started, out
+
+
+def _race(contenders: dict[str, Callable[[], Any]], repeats: int
+          ) -> tuple[dict[str, float], dict[str, Any]]:
+    """Best wall time of each contender over interleaved rounds, and its last result."""
+    best = {name: float("inf") for name in contenders}
+    results: dict[str, Any] = {}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            seconds, results[name] = _timed(fn)
+            best[name] = min(best[name], seconds)
+    return best, results
+
+
+def _median_time(fn: Callable[[], Any], reps: int) -> float:
+    return statistics.median(_timed(fn)[0] for _ in range(reps))
+
+
+def _r(x: float | None, digits: int = 4) -> float | None:
+    """Round to ``digits`` significant digits (JSON stays short and readable)."""
+    if x is None:
+        return None
+    return float(f"{x:.{digits}g}")
+
+
+def _config(**extra: Any) -> dict[str, Any]:
+    import peft
+    import transformers
+
+    return {**extra, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "peft": peft.__version__,
+            "cpu_fast_bf16": inference.cpu_has_fast_bf16(), "cpus": os.cpu_count()}
+
+
+def _machine_busy_s() -> float | None:
+    """CPU seconds every process on the machine has used (Linux ``/proc/stat``)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            ticks = [int(x) for x in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+
+
+def _release() -> None:
+    gc.collect()
+
+
+# ---------------------------------------------------------------------------------- inference
+
+
+def _infer_vs_pipeline(bench: str, precision: str, quantize: str | None, sizes: Sizes
+                       ) -> dict[str, Any]:
+    texts = _eval_texts(sizes.texts)
+    kernel = _kernel(precision)
+    rec = _load_sent(kernel, quantize)
+    pipe = _pipeline(rec.model, rec.tokenizer)
+    if precision == "bf16":
+        def context():
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+    else:
+        context = contextlib.nullcontext
+    default_bs = getattr(pipe, "_batch_size", None) or 1
+    contenders = {
+        "kernel": lambda t: list(kernel.infer("sent", t)["label"]),
+        "pipeline_default": lambda t: _pipe_labels(pipe, t, context),
+        "pipeline_b32": lambda t: _pipe_labels(pipe, t, context, batch_size=32),
+    }
+    for fn in contenders.values():  # warm-up: first calls allocate and pick kernels
+        fn(texts[:8])
+    best, labels = _race({k: functools.partial(fn, texts) for k, fn in contenders.items()},
+                         sizes.repeats)
+    rate = {k: len(texts) / s for k, s in best.items()}
+    peer = max(("pipeline_default", "pipeline_b32"), key=rate.__getitem__)
+    out: dict[str, Any] = {
+        "benchmark": bench,
+        "kernel_texts_per_s": _r(rate["kernel"]),
+        "pipeline_default_texts_per_s": _r(rate["pipeline_default"]),
+        "pipeline_b32_texts_per_s": _r(rate["pipeline_b32"]),
+        "ratio": _r(rate["kernel"] / rate[peer]),
+        "ratio_of": f"kernel texts/s / best pipeline texts/s ({peer})",
+        "target": ">= 1.1",
+        "agreement_default": _agreement(labels["kernel"], labels["pipeline_default"]),
+        "agreement_b32": _agreement(labels["kernel"], labels["pipeline_b32"]),
+    }
+    if precision != "fp32" or quantize:
+        if quantize:  # the float model the int8 one was made from (the kernel keeps it)
+            float_model, _, _ = loading.load(loading.Source(str(rec.image)), rec.task,
+                                             rec.head, None)
+        else:
+            float_model = rec.model
+        ref = _labels(float_model, rec.tokenizer, texts)
+        out["kernel_agreement_with_fp32"] = _agreement(labels["kernel"], ref)
+        out["pipeline_agreement_with_fp32"] = _agreement(labels[peer], ref)
+        del float_model
+    out.update(_config(n=len(texts), kernel_batch_size=64, pipeline_batch_sizes=[default_bs, 32],
+                       max_length=MAX_LENGTH, precision=precision, quantize=quantize,
+                       timing=f"best of {sizes.repeats} interleaved rounds"))
+    kernel.unload("sent")
+    return out
+
+
+def infer_fp32(sizes: Sizes = FULL) -> dict[str, Any]:
+    """kernel.infer vs transformers.pipeline (default batch size and 32), fp32."""
+    return _infer_vs_pipeline("infer_fp32", "fp32", None, sizes)
+
+
+def infer_bf16(sizes: Sizes = FULL) -> dict[str, Any]:
+    """A bf16 kernel vs the pipeline under bf16 autocast; both also checked against fp32."""
+    return _infer_vs_pipeline("infer_bf16", "bf16", None, sizes)
+
+
+def infer_int8(sizes: Sizes = FULL) -> dict[str, Any]:
+    """quantize='int8' in the kernel vs the pipeline on the same int8 model object."""
+    return _infer_vs_pipeline("infer_int8", "fp32", "int8", sizes)
+
+
+# ---------------------------------------------------------------------------------- adapters
+
+
+def adapter_switch(sizes: Sizes = FULL) -> dict[str, Any]:
+    """Round-robin LoRA adapters on one resident base vs loading a merged model per switch."""
+    from transformers import AutoModelForSequenceClassification
+
+    n, b = sizes.adapters, sizes.switch_batch
+    texts = _eval_texts(sizes.switches * b)
+    batches = [texts[i * b:(i + 1) * b] for i in range(sizes.switches)]
+    names = [f"a{i}" for i in range(n)]
+    kernel = _kernel()
+    rec = _load_sent(kernel)
+    torch.manual_seed(1)
+    for name in names:
+        kernel.add_adapter("sent", name, {"r": 8})
+        for pname, p in rec.model.named_parameters():
+            if f".lora_B.{name}." in pname:  # fresh LoRA is a no-op (B = 0): make them differ
+                torch.nn.init.normal_(p, std=0.02)
+    tokenizer = rec.tokenizer
+    with tempfile.TemporaryDirectory(prefix="bench-adapters-") as tmp:
+        folders = []
+        for name in names:  # the peer's world: one full merged model per adapter, on disk
+            twin = copy.deepcopy(rec.model)
+            twin.set_adapter(name)
+            merged = twin.merge_and_unload(adapter_names=[name])
+            folders.append(Path(tmp) / name)
+            merged.save_pretrained(folders[-1])
+            del twin, merged
+        _release()
+
+        def kernel_run(switch: bool = True) -> list[str]:
+            return [label for j, batch in enumerate(batches) for label in kernel.infer(
+                "sent", batch, adapter=names[j % n if switch else 0])["label"]]
+
+        def peer_one(j: int, batch: Sequence[str]) -> tuple[list[str], float, int]:
+            load_s, model = _timed(lambda: AutoModelForSequenceClassification.from_pretrained(
+                folders[j % n]).eval())
+            return _forward_labels(model, tokenizer, batch), load_s, loading.module_bytes(model)
+
+        def peer_run() -> tuple[list[str], float]:
+            runs = [peer_one(j, batch) for j, batch in enumerate(batches)]
+            return [label for r in runs for label in r[0]], sum(r[1] for r in runs)
+
+        kernel.infer("sent", batches[0], adapter=names[0])  # warm-up
+        _, _, model_bytes = peer_one(0, batches[0])
+        best, results = _race({"kernel": kernel_run, "peer": peer_run,
+                               "kernel_no_switch": functools.partial(kernel_run, False)},
+                              sizes.repeats)
+        labels = {"kernel": results["kernel"], "peer": results["peer"][0]}
+        peer_load_s = results["peer"][1] / sizes.switches
+    row = kernel.ps().set_index("name").loc["sent"]
+    resident = int(row["bytes"] + row["adapter_bytes"])
+    kernel_s, peer_s = best["kernel"] / sizes.switches, best["peer"] / sizes.switches
+    same_s = best["kernel_no_switch"] / sizes.switches
+    out = {
+        "benchmark": "adapter_switch",
+        "kernel_s_per_switch": _r(kernel_s),
+        "peer_s_per_switch": _r(peer_s),
+        "ratio": _r(peer_s / kernel_s),
+        "ratio_of": "peer s/switch / kernel s/switch (peer: from_pretrained of a merged "
+                    "model per switch, files in the OS page cache)",
+        "target": ">= 50",
+        "kernel_same_adapter_s_per_batch": _r(same_s),
+        "kernel_switch_overhead_s": _r(kernel_s - same_s),
+        "peer_load_s_per_switch": _r(peer_load_s),
+        "kernel_resident_bytes": resident,
+        "kernel_base_bytes": int(row["bytes"]),
+        "kernel_adapter_bytes": int(row["adapter_bytes"]),
+        "model_bytes": int(model_bytes),
+        "resident_ratio": _r(resident / model_bytes),
+        "resident_ratio_of": "kernel base + all adapters bytes / one full model's bytes",
+        "resident_target": "<= 1.2",
+        "peer_bytes_all_resident": int(model_bytes) * n,
+        "agreement": _agreement(labels["kernel"], labels["peer"]),
+    }
+    out.update(_config(adapters=n, lora_r=8, switches=sizes.switches, batch_size=b,
+                       max_length=MAX_LENGTH, precision="fp32",
+                       timing=f"best of {sizes.repeats} interleaved rounds"))
+    kernel.unload("sent")
+    return out
+
+
+# ---------------------------------------------------------------------------------- fault-in
+
+
+def _generate_one(model, tokenizer, prompt: str) -> None:
+    enc = tokenizer([prompt], return_tensors="pt")
+    with torch.inference_mode():
+        model.generate(**enc, max_new_tokens=1, do_sample=False,
+                       pad_token_id=tokenizer.pad_token_id)
+
+
+def fault_in(sizes: Sizes = FULL) -> dict[str, Any]:
+    """Latency of using an evicted model: the next call minus a warm call, median of reps."""
+    from transformers import AutoModelForSequenceClassification
+
+    reps = sizes.fault_reps
+    one = _eval_texts(1)
+    kernel = _kernel()
+    rec = _load_sent(kernel)
+    kernel.evict("sent")  # the first eviction writes the new head to swap (not timed)
+    kernel.infer("sent", one)
+    warm = _median_time(lambda: kernel.infer("sent", one), 2 * reps + 1)
+    faults = []
+    for _ in range(reps):
+        kernel.evict("sent")
+        faults.append(_timed(lambda: kernel.infer("sent", one))[0] - warm)
+    image, tokenizer = rec.image, rec.tokenizer
+
+    # the peer: a plain from_pretrained of the same folder, then the same one-text call
+    model = AutoModelForSequenceClassification.from_pretrained(image).eval()
+    _forward_labels(model, tokenizer, one)
+    peer_warm = _median_time(lambda: _forward_labels(model, tokenizer, one), 2 * reps + 1)
+    model = None  # the peer holds one model at a time
+
+    def peer_cold() -> None:
+        cold = AutoModelForSequenceClassification.from_pretrained(image).eval()
+        _forward_labels(cold, tokenizer, one)
+
+    peer_faults = []
+    for _ in range(reps):
+        _release()
+        peer_faults.append(_timed(peer_cold)[0] - peer_warm)
+    kernel_fault, peer_fault = statistics.median(faults), statistics.median(peer_faults)
+    out: dict[str, Any] = {
+        "benchmark": "fault_in",
+        "minilm_disk_fault_in_s": _r(kernel_fault),
+        "minilm_warm_infer_s": _r(warm),
+        "minilm_faults_s": [_r(x) for x in faults],
+        "peer_minilm_load_s": _r(peer_fault),
+        "peer_minilm_warm_infer_s": _r(peer_warm),
+        "ratio": _r(peer_fault / kernel_fault),
+        "ratio_of": "peer (from_pretrained + infer - warm) / kernel disk fault-in",
+        "minilm_host_fault_in_s": None,
+        "host_fault_in_reason": "on the CPU host memory is device memory: there is no host "
+                                "tier (evict(to='host') is refused), models go straight to disk",
+    }
+    kernel.unload("sent")
+    _release()
+    out.update(_smollm2_fault_in(kernel, sizes) if sizes.smollm2 else {
+        "smollm2_first_load_s": None, "smollm2_disk_fault_in_s": None,
+        "smollm2_reason": "skipped with --quick (its first load converts the GGUF file)"})
+    out.update(_config(n=1, reps=reps, precision="fp32", statistic="median"))
+    return out
+
+
+def _smollm2_fault_in(kernel: lab.ModelKernel, sizes: Sizes) -> dict[str, Any]:
+    from transformers import AutoModelForCausalLM
+
+    reps, prompt = sizes.fault_reps, "Hello"
+    gguf = assets.path("smollm2")
+    converted = (loading.gguf_conversion(gguf) / "config.json").exists()
+    first_load, _ = _timed(lambda: kernel.load("smollm2", name="lm"))
+    rec = kernel._models["lm"]
+
+    def gen() -> Any:
+        return kernel.generate("lm", [prompt], max_new_tokens=1)
+
+    gen()
+    warm = _median_time(gen, 2 * reps + 1)
+    faults = []
+    for _ in range(reps):
+        kernel.evict("lm")
+        faults.append(_timed(gen)[0] - warm)
+    tokenizer = rec.tokenizer
+    kernel.unload("lm")
+    _release()
+    # the peer: transformers straight from the GGUF file, dequantising on every load
+    peer_load, model = _timed(lambda: AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name).eval())
+    first = _timed(lambda: _generate_one(model, tokenizer, prompt))[0]
+    peer_warm = _median_time(lambda: _generate_one(model, tokenizer, prompt), 2 * reps + 1)
+    model = None
+    _release()
+    kernel_fault = statistics.median(faults)
+    peer_fault = peer_load + first - peer_warm
+    return {
+        "smollm2_first_load_s": _r(first_load),
+        "smollm2_first_load_converted_gguf": not converted,
+        "smollm2_disk_fault_in_s": _r(kernel_fault),
+        "smollm2_warm_generate_s": _r(warm),
+        "smollm2_faults_s": [_r(x) for x in faults],
+        "peer_smollm2_gguf_load_s": _r(peer_fault),
+        "smollm2_ratio": _r(peer_fault / kernel_fault),
+        "smollm2_ratio_of": "peer (from_pretrained(gguf_file) + 1 token - warm) / kernel "
+                            "disk fault-in (from its one-time safetensors conversion)",
+        "smollm2_peer_reps": 1,
+    }
+
+
+# ---------------------------------------------------------------------------------- int8
+
+
+def int8_quality(sizes: Sizes = FULL) -> dict[str, Any]:
+    """int8 vs fp32 on a quickly fine-tuned MiniLM: bytes, latency per text, accuracy."""
+    df = _tweets()
+    train = datasets.split(df, "train").sample(sizes.train_rows, random_state=0)
+    test = datasets.split(df, "test")
+    if sizes.test_texts is not None:  # seeded sample: the file is sorted by sentiment
+        test = test.sample(min(sizes.test_texts, len(test)), random_state=0)
+    texts, truth = list(test["text"]), list(test["label"])
+    cfg = lab.TrainConfig(model="minilm", epochs=1, lr=1e-4, max_length=64, device="cpu")
+    train_s, trainer = _timed(lambda: lab.Trainer(cfg).fit(train))
+    kernel = _kernel()
+    with tempfile.TemporaryDirectory(prefix="bench-finetuned-") as folder:
+        trainer.model_.save_pretrained(folder)
+        trainer.tokenizer_.save_pretrained(folder)
+        del trainer
+        _release()
+        kernel.load(folder, name="ft", task="sequence-classification")
+        kernel.load(folder, name="ft8", task="sequence-classification", quantize="int8")
+        contenders = {name: functools.partial(kernel.infer, name) for name in ("ft", "ft8")}
+        for fn in contenders.values():
+            fn(texts[:8])
+        best, frames = _race({k: functools.partial(fn, texts) for k, fn in contenders.items()},
+                             sizes.repeats)
+        table = kernel.ps().set_index("name")
+        kernel.unload("ft")
+        kernel.unload("ft8")
+    fp32_bytes, int8_bytes = int(table.loc["ft", "bytes"]), int(table.loc["ft8", "bytes"])
+    labels = {k: list(f["label"]) for k, f in frames.items()}
+    acc = {k: sum(a == t for a, t in zip(v, truth, strict=True)) / len(truth)
+           for k, v in labels.items()}
+    lat = {k: s / len(texts) for k, s in best.items()}
+    out = {
+        "benchmark": "int8_quality",
+        "int8_bytes": int8_bytes,
+        "int8_latency_ms_per_text": _r(lat["ft8"] * 1e3),
+        "int8_accuracy": _r(acc["ft8"]),
+        "fp32_bytes": fp32_bytes,
+        "fp32_latency_ms_per_text": _r(lat["ft"] * 1e3),
+        "fp32_accuracy": _r(acc["ft"]),
+        "bytes_saved": fp32_bytes - int8_bytes,
+        "bytes_ratio": _r(fp32_bytes / int8_bytes),
+        "accuracy_change": _r(acc["ft8"] - acc["ft"]),
+        "agreement_with_fp32": _agreement(labels["ft8"], labels["ft"]),
+        "ratio": _r(lat["ft"] / lat["ft8"]),
+        "ratio_of": "fp32 latency / int8 latency (both through kernel.infer)",
+    }
+    out.update(_config(n=len(texts), split="test", train_rows=len(train),
+                       train_seconds=_r(train_s), epochs=1, lr=1e-4, train_max_length=64,
+                       kernel_batch_size=64, max_length=MAX_LENGTH,
+                       timing=f"best of {sizes.repeats} interleaved rounds"))
+    return out
+
+
+# ---------------------------------------------------------------------------------- driver
+
+BENCHMARKS: dict[str, Callable[[Sizes], dict[str, Any]]] = {
+    "infer_fp32": infer_fp32,
+    "infer_bf16": infer_bf16,
+    "infer_int8": infer_int8,
+    "adapter_switch": adapter_switch,
+    "fault_in": fault_in,
+    "int8_quality": int8_quality,
+}
+
+
+@contextlib.contextmanager
+def private_home() -> Iterator[Path]:
+    """Point ``LLMOS_LAB_HOME`` at a fresh folder for the run, then delete it."""
+    previous = os.environ.get("LLMOS_LAB_HOME")
+    home = Path(tempfile.mkdtemp(prefix="llmos-lab-bench-"))
+    os.environ["LLMOS_LAB_HOME"] = str(home)
+    try:
+        yield home
+    finally:
+        if previous is None:
+            os.environ.pop("LLMOS_LAB_HOME", None)
+        else:
+            os.environ["LLMOS_LAB_HOME"] = previous
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def run(name: str, sizes: Sizes = FULL) -> dict[str, Any]:
+    """One benchmark, quietly (library chatter goes to stderr); adds ``seconds`` and ``quick``.
+    A failure becomes ``{"benchmark": name, "error": ...}`` so the other lines still come."""
+    started, busy, mine = time.perf_counter(), _machine_busy_s(), time.process_time()
+    try:
+        with contextlib.redirect_stdout(sys.stderr), loading.quiet():
+            out = BENCHMARKS[name](sizes)
+    except Exception as exc:  # a benchmark suite reports, it does not stop at the first
+        traceback.print_exc(file=sys.stderr)
+        out = {"benchmark": name, "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        _release()
+    wall = time.perf_counter() - started
+    out["quick"] = sizes.quick
+    out["seconds"] = _r(wall)
+    # share of the machine's CPU that *other* processes used meanwhile: they skew timings
+    after = _machine_busy_s()
+    out["others_cpu_share"] = None if busy is None or after is None else round(max(
+        0.0, (after - busy - (time.process_time() - mine)) / (wall * (os.cpu_count() or 1))), 3)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench_kernel", description="Model-kernel benchmarks vs peers; one JSON line each.")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes (seconds; for tests), not for reporting numbers")
+    parser.add_argument("--only", action="append", choices=list(BENCHMARKS), metavar="NAME",
+                        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (2)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timing rounds, best counts (default 3; 1 with --quick)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    if args.repeats is not None:
+        sizes = dataclasses.replace(sizes, repeats=max(1, args.repeats))
+    torch.set_num_threads(args.threads)
+    stdout = sys.stdout
+    failed = False
+    with private_home():
+        for name in args.only or list(BENCHMARKS):
+            line = run(name, sizes)
+            failed |= "error" in line
+            print(json.dumps(line), file=stdout, flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
