@@ -178,22 +178,30 @@ def load_weights(source: Source, task: str, head: dict[str, Any], dtype: torch.d
     return model, not (info["missing_keys"] or info.get("mismatched_keys"))
 
 
-def save_atomically(target: Path, writer) -> Path:
+def save_atomically(target: Path, writer, marker: str = "config.json",
+                    overwrite: bool = False) -> Path:
     """Write a folder under a temporary name and rename it, so a crash never leaves half of
-    one; if ``target`` exists already (another process won), keep that one."""
+    one. If ``target`` exists already (its ``marker`` file is there) it is kept, unless
+    ``overwrite``: then the old folder is moved aside, the new one renamed in, the old deleted."""
     import shutil
     import tempfile
 
-    if (target / "config.json").exists():
+    if (target / marker).exists() and not overwrite:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         with quiet():
             writer(str(tmp))
-        os.replace(tmp, target)
+        if overwrite and target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
+            os.replace(target, old / target.name)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
     except OSError:
-        if not (target / "config.json").exists():
+        if not (target / marker).exists():
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

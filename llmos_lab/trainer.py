@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +34,7 @@ from .errors import (
 from .metrics import ClassificationReport
 
 TASKS = ("sequence-classification",)
-METHODS = ("full",)
+METHODS = ("full", "lora")
 
 
 def _help(text: str, default: Any) -> Any:
@@ -46,7 +48,13 @@ class TrainConfig:
     model: str = _help("shipped model name ('minilm', 'tiny-bert'), local folder or hub id",
                        "minilm")
     task: str = _help(f"one of {TASKS}", "sequence-classification")
-    method: str = _help(f"one of {METHODS}: which parameters train", "full")
+    method: str = _help(f"one of {METHODS}: every weight, or LoRA adapters (PEFT) plus the "
+                        f"classification head", "full")
+    lora_r: int = _help("LoRA rank (method='lora')", 8)
+    lora_alpha: float = _help("LoRA scaling numerator: updates scale by lora_alpha / lora_r", 16.0)
+    lora_dropout: float = _help("dropout on the LoRA path", 0.1)
+    lora_targets: list[str] | None = field(default=None, metadata={
+        "help": "module names that get adapters; None: PEFT's default for the architecture"})
     text_column: str = _help("DataFrame column holding the input text", "text")
     label_column: str = _help("DataFrame column holding the label", "label")
     epochs: float = _help("passes over the training set (fractions allowed)", 1.0)
@@ -73,6 +81,11 @@ class TrainConfig:
         for name in ("batch_size", "max_length", "eval_batch_size"):
             _positive_int(name, getattr(self, name))
         _positive_int("seed", self.seed, allow_zero=True)
+        _positive_int("lora_r", self.lora_r)
+        if not _number(self.lora_alpha) or self.lora_alpha <= 0:
+            raise ConfigError("lora_alpha", self.lora_alpha, "a number > 0")
+        if not _number(self.lora_dropout) or not 0 <= self.lora_dropout < 1:
+            raise ConfigError("lora_dropout", self.lora_dropout, "a fraction in [0, 1)")
         if self.max_steps is not None:
             _positive_int("max_steps", self.max_steps)
         if self.micro_batch_size is not None:
@@ -199,6 +212,17 @@ class Trainer:
             raise NotFittedError("this Trainer has no history yet: call fit() or steps()")
         return pd.DataFrame(self._rows)
 
+    def save_adapter(self, path: str | os.PathLike) -> Path:
+        """Save the LoRA adapter and its classification head (a few hundred KB), written
+        atomically; ``ModelKernel.add_adapter(model, name, path)`` serves it over a base loaded
+        with the same labels."""
+        self._check_fitted()
+        if self.config.method != "lora":
+            raise ConfigError("method", self.config.method,
+                              "'lora' to save an adapter (a full fine-tune saves the model)")
+        return loading.save_atomically(Path(path), self.model_.save_pretrained,
+                                       marker="adapter_config.json", overwrite=True)
+
     def plot(self, ax=None):
         """Training loss (smoothed) and evaluation metrics against steps; returns the axes."""
         import matplotlib.pyplot as plt
@@ -262,7 +286,13 @@ class Trainer:
                 path, num_labels=len(self.labels_),
                 id2label={i: str(label) for i, label in enumerate(self.labels_)},
                 label2id={str(label): i for i, label in enumerate(self.labels_)},
-            ).to(self.device_)
+            )
+            if cfg.method == "lora":
+                self.model_ = _with_lora(self.model_, cfg)
+            self.model_.to(self.device_)
+        trainable = sum(p.numel() for p in self.model_.parameters() if p.requires_grad)
+        self.trainable_parameters_ = (trainable,
+                                      sum(p.numel() for p in self.model_.parameters()))
         self._rows = []
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
@@ -372,6 +402,15 @@ class Trainer:
     def _eval_metrics(self, df: pd.DataFrame) -> dict[str, float]:
         report = self.evaluate(df)
         return {f"eval_{k}": v for k, v in report.to_dict().items()}
+
+
+def _with_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
+    """LoRA adapters through PEFT; the new classification head trains and saves with them."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                        lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_targets)
+    return get_peft_model(model, config)
 
 
 def micro_batch_for(model: torch.nn.Module, max_length: int, memory: int | str,

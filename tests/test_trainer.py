@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -308,3 +309,38 @@ def test_out_of_memory_halves_the_micro_batch_and_retries(tiny_model, train_df, 
     assert seen == [8, 4]
     assert [r["micro_batch"] for r in rows] == [4, 4]
     assert all(np.isfinite(r["loss"]) for r in rows)
+
+
+# ------------------------------------------------------------------------------ LoRA
+
+
+def test_lora_trains_a_small_fraction_and_serves_from_the_kernel(tiny_model, train_df, test_df,
+                                                                   tmp_path):
+    trainer = lab.Trainer(tiny_config(method="lora", lora_r=4, lr=3e-2, epochs=10)).fit(train_df)
+    trainable, total = trainer.trainable_parameters_
+    assert 0 < trainable < 0.05 * total  # adapters and the head; the tiny model is embeddings
+    loss = trainer.history_["loss"]
+    assert loss.iloc[-16:].mean() < 0.9 * loss.iloc[:16].mean()
+    assert trainer.evaluate(test_df).accuracy >= 0.65  # frozen random embeddings limit it
+    first = trainer.save_adapter(tmp_path / "adapter")
+    assert (first / "adapter_config.json").exists()
+    size = sum(f.stat().st_size for f in first.rglob("*") if f.is_file())
+    assert size < 0.2 * sum(f.stat().st_size for f in Path(tiny_model).rglob("*.safetensors"))
+    trainer.save_adapter(tmp_path / "adapter")  # overwriting leaves one complete folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
+
+    kernel = lab.ModelKernel(device="cpu", memory_budget="1GiB", precision="fp32")
+    kernel.load("tiny-bert", name="base", task="sequence-classification",
+                labels=trainer.labels_)
+    kernel.add_adapter("base", "tuned", tmp_path / "adapter")
+    served = kernel.infer("base", list(test_df["text"]), adapter="tuned")
+    expected = trainer.predict(test_df)
+    assert list(served["label"]) == list(expected["label"])
+    np.testing.assert_allclose(served["score"], expected["score"], rtol=1e-4)
+
+
+def test_saving_an_adapter_needs_lora(fitted, tmp_path):
+    with pytest.raises(ConfigError, match="'lora'"):
+        fitted.save_adapter(tmp_path / "x")
+    with pytest.raises(ConfigError, match="lora_r"):
+        lab.TrainConfig(method="lora", lora_r=0)
