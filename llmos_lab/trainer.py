@@ -151,9 +151,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ public API
 
-    def fit(self, train_df: pd.DataFrame, eval_df: pd.DataFrame | None = None) -> Trainer:
-        for _ in self.steps(train_df, eval_df):
-            pass
+    def fit(self, train_df: pd.DataFrame, eval_df: pd.DataFrame | None = None, *,
+            progress: bool = True) -> Trainer:
+        """Run every step; ``progress`` shows a ``tqdm.auto`` bar (a widget in notebooks)."""
+        from tqdm.auto import tqdm
+
+        steps = self.steps(train_df, eval_df)
+        with tqdm(steps, total=self.total_steps_, disable=not progress, unit="step",
+                  desc=f"{self.config.model} ({self.config.method})", leave=False) as bar:
+            for row in bar:
+                bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
         return self
 
     def steps(self, train_df: pd.DataFrame, eval_df: pd.DataFrame | None = None, *,
@@ -178,6 +185,8 @@ class Trainer:
             micro = min(micro, micro_batch_for(self.model_, cfg.max_length, memory,
                                                cfg.batch_size))
         self.micro_batch_size_ = min(micro, cfg.batch_size)
+        per_epoch = math.ceil(len(train_df) / cfg.batch_size)
+        self.total_steps_ = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
         return self._loop(train_df, eval_df)
 
     def evaluate(self, df: pd.DataFrame) -> ClassificationReport:
@@ -325,7 +334,7 @@ class Trainer:
         label_index = {label: i for i, label in enumerate(self.labels_)}
         y = torch.tensor([label_index[v] for v in train_df[cfg.label_column]])
         per_epoch = math.ceil(len(ids) / cfg.batch_size)
-        total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
+        total = self.total_steps_
         eval_every = cfg.eval_every or per_epoch
 
         decay = [p for n, p in self.model_.named_parameters()

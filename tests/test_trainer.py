@@ -344,3 +344,10 @@ def test_saving_an_adapter_needs_lora(fitted, tmp_path):
         fitted.save_adapter(tmp_path / "x")
     with pytest.raises(ConfigError, match="lora_r"):
         lab.TrainConfig(method="lora", lora_r=0)
+
+
+def test_fit_shows_a_progress_bar_unless_asked_not_to(tiny_model, train_df, capsys):
+    lab.Trainer(tiny_config(max_steps=3)).fit(train_df)
+    assert "3/3" in capsys.readouterr().err
+    lab.Trainer(tiny_config(max_steps=3)).fit(train_df, progress=False)
+    assert "3/3" not in capsys.readouterr().err
