@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import assets, events, inference, loading
+from . import assets, events, inference, loading, ner
 from .datasets import require_columns, require_rows
 from .devices import check_device, resolve_device
 from .errors import (
@@ -33,7 +33,7 @@ from .errors import (
 )
 from .metrics import ClassificationReport
 
-TASKS = ("sequence-classification",)
+TASKS = ("sequence-classification", "token-classification")
 METHODS = ("full", "lora")
 
 
@@ -57,6 +57,11 @@ class TrainConfig:
         "help": "module names that get adapters; None: PEFT's default for the architecture"})
     text_column: str = _help("DataFrame column holding the input text", "text")
     label_column: str = _help("DataFrame column holding the label", "label")
+    tokens_column: str = _help("token classification: column of word lists", "tokens")
+    tags_column: str = _help("token classification: column of tag lists (IOB2)", "tags")
+    label_all_subtokens: bool = _help(
+        "token classification: label every sub-token of a word (B- becomes I- after the "
+        "first) instead of the first only", False)
     epochs: float = _help("passes over the training set (fractions allowed)", 1.0)
     max_steps: int | None = _help("stop after this many optimizer steps (overrides epochs)",
                                   None)
@@ -174,7 +179,10 @@ class Trainer:
         cfg = self.config
         self._check_frame(train_df, "training", with_labels=True)
         require_rows(train_df, "training")
-        labels = sorted(pd.unique(train_df[cfg.label_column]), key=str)
+        if self._tokens:
+            labels = sorted({t for tags in train_df[cfg.tags_column] for t in tags})
+        else:
+            labels = sorted(pd.unique(train_df[cfg.label_column]), key=str)
         if eval_df is not None:
             self._check_frame(eval_df, "evaluation", with_labels=True)
             self._check_labels(eval_df, labels)
@@ -195,12 +203,19 @@ class Trainer:
         require_rows(df, "evaluation")
         self._check_labels(df, self.labels_)
         pred = self.predict(df)
+        if self._tokens:
+            return ClassificationReport.from_tags(
+                [list(t) for t in df[self.config.tags_column]], list(pred["tags"]),
+                labels=self.labels_)
         return ClassificationReport.from_labels(
             list(df[self.config.label_column]), list(pred["label"]), labels=self.labels_)
 
     def predict(self, data: pd.DataFrame | Sequence[str]) -> pd.DataFrame:
-        """Label, its probability and every class's probability, in input order."""
+        """Label, its probability and every class's probability, in input order; for token
+        classification, the tokens and one tag per token."""
         self._check_fitted()
+        if self._tokens:
+            return self._predict_tags(data)
         if isinstance(data, pd.DataFrame):
             self._check_frame(data, "prediction", with_labels=False)
             texts = list(data[self.config.text_column])
@@ -259,7 +274,28 @@ class Trainer:
 
     # ------------------------------------------------------------------ internals
 
+    @property
+    def _tokens(self) -> bool:
+        return self.config.task == "token-classification"
+
+    def _predict_tags(self, data: pd.DataFrame | Sequence[Sequence[str]]) -> pd.DataFrame:
+        cfg = self.config
+        if isinstance(data, pd.DataFrame):
+            ner.check_frame(data, cfg.tokens_column, None, "prediction")
+            words = [list(w) for w in data[cfg.tokens_column]]
+        else:
+            words = [list(w) for w in data]
+        self.model_.eval()
+        tags = inference.word_tags(self.model_, self.tokenizer_, words,
+                                   max_length=cfg.max_length, batch_size=cfg.eval_batch_size,
+                                   device=self.device_)
+        self.model_.train(self._training)
+        return pd.DataFrame({"tokens": words, "tags": tags})
+
     def _check_frame(self, df: pd.DataFrame, what: str, with_labels: bool) -> None:
+        if self._tokens:
+            tags = self.config.tags_column if with_labels else None
+            return ner.check_frame(df, self.config.tokens_column, tags, what)
         cols = {"text": self.config.text_column}
         if with_labels:
             cols["label"] = self.config.label_column
@@ -273,6 +309,14 @@ class Trainer:
                 f"rows {rows} do not (e.g. {texts[bad].iloc[0]!r})")
 
     def _check_labels(self, df: pd.DataFrame, known: Sequence[Any]) -> None:
+        if self._tokens:
+            known_set = set(known)
+            rows = [r for r, tags in zip(df.index, df[self.config.tags_column], strict=True)
+                    if not set(tags) <= known_set]
+            if rows:
+                unseen = {t for tags in df[self.config.tags_column] for t in tags} - known_set
+                raise UnseenLabelError(unseen, known, rows)
+            return
         col = df[self.config.label_column]
         unseen_mask = ~col.isin(list(known))
         if unseen_mask.any():
@@ -283,7 +327,7 @@ class Trainer:
             raise NotFittedError("this Trainer is not fitted yet: call fit() or steps() first")
 
     def _setup_model(self) -> None:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
         cfg = self.config
         torch.manual_seed(cfg.seed)
@@ -291,7 +335,7 @@ class Trainer:
         self.device_ = resolve_device(cfg.device)
         with loading.quiet():  # "newly initialized classifier" is the point here
             self.tokenizer_ = AutoTokenizer.from_pretrained(path)
-            self.model_ = AutoModelForSequenceClassification.from_pretrained(
+            self.model_ = loading.model_class(cfg.task).from_pretrained(
                 path, num_labels=len(self.labels_),
                 id2label={i: str(label) for i, label in enumerate(self.labels_)},
                 label2id={str(label): i for i, label in enumerate(self.labels_)},
@@ -329,10 +373,16 @@ class Trainer:
 
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
-        ids = self._encode(train_df[cfg.text_column])
-        lengths = np.array([len(x) for x in ids])
         label_index = {label: i for i, label in enumerate(self.labels_)}
-        y = torch.tensor([label_index[v] for v in train_df[cfg.label_column]])
+        if self._tokens:
+            enc = ner.encode(self.tokenizer_, train_df[cfg.tokens_column], cfg.max_length)
+            ids = enc["input_ids"]
+            targets = ner.align(enc, list(train_df[cfg.tags_column]), label_index,
+                                cfg.label_all_subtokens)
+        else:
+            ids = self._encode(train_df[cfg.text_column])
+            targets = [label_index[v] for v in train_df[cfg.label_column]]
+        lengths = np.array([len(x) for x in ids])
         per_epoch = math.ceil(len(ids) / cfg.batch_size)
         total = self.total_steps_
         eval_every = cfg.eval_every or per_epoch
@@ -354,7 +404,7 @@ class Trainer:
                 if step >= total:
                     break
                 t0 = time.perf_counter()
-                loss = self._accumulate(batch, ids, y, step + 1)
+                loss = self._accumulate(batch, ids, targets, step + 1)
                 if cfg.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(self.model_.parameters(), cfg.max_grad_norm)
                 optimizer.step()
@@ -378,7 +428,7 @@ class Trainer:
         self._training = False
         events.publish("train.end", trainer=self, steps=step)
 
-    def _accumulate(self, batch: np.ndarray, ids: list[list[int]], y: torch.Tensor,
+    def _accumulate(self, batch: np.ndarray, ids: list[list[int]], targets: list[Any],
                     step: int) -> float:
         """Forward and backward the batch in micro-batches (loss weighted by their size, so
         the gradient equals the whole batch's); on an out-of-memory error halve the
@@ -389,8 +439,10 @@ class Trainer:
                 total = 0.0
                 for start in range(0, len(batch), micro):
                     part = batch[start:start + micro]
+                    labels = ner.pad([targets[i] for i in part]) if self._tokens \
+                        else torch.tensor([targets[i] for i in part])
                     out = self.model_(**self._collate([ids[i] for i in part]),
-                                      labels=y[part].to(self.device_))
+                                      labels=labels.to(self.device_))
                     if not torch.isfinite(out.loss):
                         raise TrainingError(
                             f"loss became {out.loss.item()} at step {step}; lower lr "
@@ -417,7 +469,8 @@ def _with_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
     """LoRA adapters through PEFT; the new classification head trains and saves with them."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(task_type="SEQ_CLS", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+    task_type = "TOKEN_CLS" if cfg.task == "token-classification" else "SEQ_CLS"
+    config = LoraConfig(task_type=task_type, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                         lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_targets)
     return get_peft_model(model, config)
 

@@ -1,0 +1,78 @@
+"""Token classification: words in, one tag per word out, sub-tokens in between.
+
+A word-piece tokenizer splits words into sub-tokens; training labels the first sub-token of each
+word (the others are ignored with -100) or, with ``all_subtokens``, every sub-token (a ``B-X``
+word continues as ``I-X``). Predictions come back per word (see
+:func:`llmos_lab.inference.word_tags`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from .datasets import require_columns
+from .errors import ColumnTypeError, DataError
+
+IGNORE = -100  # the label id PyTorch's cross-entropy skips
+
+
+def check_frame(df: pd.DataFrame, tokens: str, tags: str | None, what: str) -> None:
+    """Lists of strings, and as many tags as tokens in every row; errors name the row."""
+    require_columns(df, tokens=tokens, **({"tags": tags} if tags else {}))
+    for row, words in zip(df.index, df[tokens], strict=True):
+        if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) for w in words):
+            raise ColumnTypeError(f"{what} row {row!r}, column {tokens!r}: expected a list of "
+                                  f"strings, got {words!r}")
+    if tags:
+        for row, words, labels in zip(df.index, df[tokens], df[tags], strict=True):
+            if not isinstance(labels, (list, tuple)) or len(labels) != len(words):
+                n = len(labels) if isinstance(labels, (list, tuple)) else "no list of"
+                raise DataError(f"{what} row {row!r}: {len(words)} tokens but {n} tags in "
+                                f"column {tags!r}")
+
+
+def encode(tokenizer, words: Sequence[Sequence[str]], max_length: int):
+    return tokenizer([list(w) for w in words], is_split_into_words=True, truncation=True,
+                     max_length=max_length)
+
+
+def align(encoding, tags: Sequence[Sequence[str]], label_index: Mapping[str, int],
+          all_subtokens: bool = False) -> list[list[int]]:
+    """One label id per sub-token: the word's tag on its first sub-token, IGNORE elsewhere
+    (or the tag, B- turned into I-, with ``all_subtokens``); special tokens IGNORE."""
+    out = []
+    for i, word_tags in enumerate(tags):
+        row, previous = [], None
+        for word in encoding.word_ids(i):
+            if word is None:
+                row.append(IGNORE)
+            elif word != previous:
+                row.append(label_index[word_tags[word]])
+            elif all_subtokens:
+                tag = word_tags[word]
+                inside = "I-" + tag[2:] if tag.startswith("B-") else tag
+                row.append(label_index.get(inside, label_index[tag]))
+            else:
+                row.append(IGNORE)
+            previous = word
+        out.append(row)
+    return out
+
+
+def pad(rows: Sequence[Sequence[int]]) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([list(r) + [IGNORE] * (width - len(r)) for r in rows])
+
+
+def unknown_rate(tokenizer, words: Sequence[Sequence[str]]) -> float:
+    """Fraction of words the tokenizer maps to its unknown token: the model cannot learn
+    from those (61% of MSRA's characters for MiniLM's English vocabulary)."""
+    unk = tokenizer.unk_token_id
+    flat = [w for ws in words for w in ws]
+    if not flat or unk is None:
+        return 0.0
+    ids = tokenizer(flat, add_special_tokens=False)["input_ids"]
+    return sum(unk in x for x in ids) / len(flat)
