@@ -11,9 +11,9 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"allocator", "assets", "datasets", "devices", "errors", "events", "inference",
+_SUBMODULES = {"allocator", "assets", "datasets", "devices", "errors", "events", "inference", "ner",
                "kernel", "loading", "metrics", "pipelines", "ray_backend", "scheduler",
-               "simulation", "swap", "tasks", "trainer", "units"}
+               "simulation", "swap", "tasks", "train_config", "trainer", "units"}
 _EXPORTS = {
     "Allocator": "allocator",
     "Demand": "allocator",
