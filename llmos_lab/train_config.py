@@ -62,6 +62,9 @@ class TrainConfig:
     group_by_length: bool = _help("batch texts of similar length together", True)
     eval_every: int | None = _help("evaluate every N steps; None evaluates once per epoch", None)
     eval_batch_size: int = _help("examples per forward pass at evaluation", 64)
+    checkpoint_every: int | None = _help(
+        "write a checkpoint (weights, optimizer, RNGs, data position) every N steps", None)
+    checkpoint_dir: str | None = _help("folder of the checkpoint, replaced atomically", None)
     seed: int = _help("seed for weights of new heads, data order and dropout", 0)
     device: str = _help("'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'", "auto")
 
@@ -82,6 +85,11 @@ class TrainConfig:
             _positive_int("micro_batch_size", self.micro_batch_size)
         if self.eval_every is not None:
             _positive_int("eval_every", self.eval_every)
+        if self.checkpoint_every is not None:
+            _positive_int("checkpoint_every", self.checkpoint_every)
+            if not self.checkpoint_dir:
+                raise ConfigError("checkpoint_dir", self.checkpoint_dir,
+                                  "a folder when checkpoint_every is set")
         if not _number(self.epochs) or self.epochs <= 0:
             raise ConfigError("epochs", self.epochs, "a number > 0")
         if not _number(self.lr) or self.lr <= 0:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import assets, events, inference, loading, ner
+from . import assets, checkpoints, events, inference, loading, ner
 from .datasets import require_columns, require_rows
 from .devices import resolve_device
 from .errors import (
@@ -62,6 +62,16 @@ class Trainer:
                 bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
         return self
 
+    @classmethod
+    def resume(cls, path: str | os.PathLike, train_df: pd.DataFrame,
+               eval_df: pd.DataFrame | None = None, *, progress: bool = True) -> Trainer:
+        """Continue an interrupted run from its checkpoint folder: on the same data and
+        machine it ends with exactly the weights of an uninterrupted run."""
+        state = checkpoints.read_state(path)
+        trainer = cls(TrainConfig.from_dict(state["config"]))
+        trainer._resume_from = Path(path)
+        return trainer.fit(train_df, eval_df, progress=progress)
+
     def steps(self, train_df: pd.DataFrame, eval_df: pd.DataFrame | None = None, *,
               memory: int | str | None = None) -> Iterator[dict[str, Any]]:
         """Validate and set up now, then yield once per optimizer step with its metrics.
@@ -81,6 +91,9 @@ class Trainer:
             self._check_frame(eval_df, "evaluation", with_labels=True)
             self._check_labels(eval_df, labels)
         self.labels_ = labels
+        resume = getattr(self, "_resume_from", None)
+        if resume is not None:
+            self._check_resumable(checkpoints.read_state(resume), train_df, resume)
         self._setup_model()
         micro = cfg.micro_batch_size or cfg.batch_size
         if memory is not None:
@@ -89,7 +102,7 @@ class Trainer:
         self.micro_batch_size_ = min(micro, cfg.batch_size)
         per_epoch = math.ceil(len(train_df) / cfg.batch_size)
         self.total_steps_ = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
-        return self._loop(train_df, eval_df)
+        return self._loop(train_df, eval_df, resume)
 
     def evaluate(self, df: pd.DataFrame) -> ClassificationReport:
         self._check_fitted()
@@ -261,8 +274,22 @@ class Trainer:
         batches = [order[i:i + bs] for i in range(0, len(order), bs)]
         return [batches[i] for i in rng.permutation(len(batches))]
 
-    def _loop(self, train_df: pd.DataFrame, eval_df: pd.DataFrame | None
-              ) -> Iterator[dict[str, Any]]:
+    def _data_fingerprint(self, df: pd.DataFrame) -> str:
+        cfg = self.config
+        cols = [cfg.tokens_column, cfg.tags_column] if self._tokens \
+            else [cfg.text_column, cfg.label_column]
+        return checkpoints.fingerprint([list(map(str, df[c])) for c in cols])
+
+    def _check_resumable(self, state: dict[str, Any], df: pd.DataFrame, path: Path) -> None:
+        if [str(x) for x in self.labels_] != state["labels"]:
+            raise ConfigError("labels", self.labels_, f"the checkpoint's {state['labels']} "
+                              f"({path})")
+        if self._data_fingerprint(df) != state["data"]:
+            raise ConfigError("train_df", "(these rows)", f"the training data the checkpoint "
+                              f"{path} was written with (same rows, same order)")
+
+    def _loop(self, train_df: pd.DataFrame, eval_df: pd.DataFrame | None,
+              resume: Path | None = None) -> Iterator[dict[str, Any]]:
         from transformers import get_linear_schedule_with_warmup
 
         cfg = self.config
@@ -290,11 +317,22 @@ class Trainer:
         scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * total), total)
         events.publish("train.start", trainer=self, total_steps=total, config=cfg)
 
+        step, skip, started = 0, 0, time.perf_counter()
+        self._last_checkpoint = None
+        if resume is not None:
+            state = checkpoints.read_state(resume)
+            checkpoints.restore(resume, self.model_, optimizer, scheduler)
+            rng.bit_generator.state = state["epoch_rng"]
+            step, skip, self._rows = state["step"], state["batch_index"], state["history"]
+            self._last_checkpoint = resume
+        fingerprint = self._data_fingerprint(train_df) if cfg.checkpoint_every else None
         self.model_.train()
         self._training = True
-        step, started = 0, time.perf_counter()
         while step < total:
-            for batch in self._batches(lengths, rng):
+            epoch_rng = rng.bit_generator.state  # the epoch's data order can be drawn again
+            for index, batch in enumerate(self._batches(lengths, rng)):
+                if index < skip:
+                    continue
                 if step >= total:
                     break
                 t0 = time.perf_counter()
@@ -316,8 +354,15 @@ class Trainer:
                         step % eval_every == 0 or step == total):
                     row.update(self._eval_metrics(eval_df))
                 self._rows.append(row)
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                    self._last_checkpoint = checkpoints.save(
+                        cfg.checkpoint_dir, self.model_, optimizer, scheduler, {
+                            "step": step, "batch_index": index + 1, "epoch_rng": epoch_rng,
+                            "config": dataclasses.asdict(cfg), "data": fingerprint,
+                            "labels": [str(x) for x in self.labels_], "history": self._rows})
                 events.publish("train.step", trainer=self, total_steps=total, **row)
                 yield row
+            skip = 0
         self.model_.eval()
         self._training = False
         events.publish("train.end", trainer=self, steps=step)
@@ -340,7 +385,8 @@ class Trainer:
                     if not torch.isfinite(out.loss):
                         raise TrainingError(
                             f"loss became {out.loss.item()} at step {step}; lower lr "
-                            f"(now {self.config.lr}) or check the inputs")
+                            f"(now {self.config.lr}) or check the inputs; last good "
+                            f"checkpoint: {getattr(self, '_last_checkpoint', None) or 'none'}")
                     (out.loss * (len(part) / len(batch))).backward()
                     total += out.loss.item() * len(part) / len(batch)
                 return total
