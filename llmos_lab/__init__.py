@@ -11,7 +11,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"allocator", "assets", "datasets", "devices", "errors", "events", "inference", "ner",
+_SUBMODULES = {"allocator", "assets", "checkpoints", "datasets", "devices", "errors", "events",
+               "inference", "ner",
                "kernel", "loading", "metrics", "pipelines", "ray_backend", "scheduler",
                "simulation", "swap", "tasks", "train_config", "trainer", "units"}
 _EXPORTS = {
