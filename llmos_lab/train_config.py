@@ -62,6 +62,10 @@ class TrainConfig:
     group_by_length: bool = _help("batch texts of similar length together", True)
     eval_every: int | None = _help("evaluate every N steps; None evaluates once per epoch", None)
     eval_batch_size: int = _help("examples per forward pass at evaluation", 64)
+    early_stopping: str | None = _help(
+        "stop when this eval metric (e.g. 'eval_macro_f1'; losses fall, others rise) has not "
+        "improved for `patience` evaluations; None: never", None)
+    patience: int = _help("evaluations without improvement before early stopping", 3)
     checkpoint_every: int | None = _help(
         "write a checkpoint (weights, optimizer, RNGs, data position) every N steps", None)
     checkpoint_dir: str | None = _help("folder of the checkpoint, replaced atomically", None)
@@ -85,6 +89,11 @@ class TrainConfig:
             _positive_int("micro_batch_size", self.micro_batch_size)
         if self.eval_every is not None:
             _positive_int("eval_every", self.eval_every)
+        _positive_int("patience", self.patience)
+        if self.early_stopping is not None and not (
+                isinstance(self.early_stopping, str) and self.early_stopping.startswith("eval_")):
+            raise ConfigError("early_stopping", self.early_stopping,
+                              "None or an eval metric name such as 'eval_macro_f1'")
         if self.checkpoint_every is not None:
             _positive_int("checkpoint_every", self.checkpoint_every)
             if not self.checkpoint_dir:

@@ -326,6 +326,7 @@ class Trainer:
             step, skip, self._rows = state["step"], state["batch_index"], state["history"]
             self._last_checkpoint = resume
         fingerprint = self._data_fingerprint(train_df) if cfg.checkpoint_every else None
+        self.best_score_ = None
         self.model_.train()
         self._training = True
         while step < total:
@@ -350,9 +351,11 @@ class Trainer:
                     "micro_batch": self.micro_batch_size_,
                     "seconds": time.perf_counter() - started,
                 }
+                stop = False
                 if eval_df is not None and len(eval_df) and (
                         step % eval_every == 0 or step == total):
                     row.update(self._eval_metrics(eval_df))
+                    stop = self._should_stop(row)
                 self._rows.append(row)
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                     self._last_checkpoint = checkpoints.save(
@@ -362,6 +365,10 @@ class Trainer:
                             "labels": [str(x) for x in self.labels_], "history": self._rows})
                 events.publish("train.step", trainer=self, total_steps=total, **row)
                 yield row
+                if stop:
+                    total = step  # leaves both loops
+                    events.publish("train.early_stop", trainer=self, step=step,
+                                   metric=cfg.early_stopping, best=self.best_score_)
             skip = 0
         self.model_.eval()
         self._training = False
@@ -399,6 +406,22 @@ class Trainer:
                     torch.cuda.empty_cache()
                 events.publish("train.oom", trainer=self, step=step,
                                micro_batch=self.micro_batch_size_)
+
+    def _should_stop(self, row: dict[str, Any]) -> bool:
+        """Early stopping: count evaluations since the best value of the chosen metric."""
+        name = self.config.early_stopping
+        if name is None:
+            return False
+        if name not in row:
+            raise ConfigError("early_stopping", name, "one of the evaluation metrics: "
+                              + ", ".join(k for k in row if k.startswith("eval_")))
+        value = row[name] if "loss" not in name else -row[name]
+        if getattr(self, "best_score_", None) is None or value > self._best_value:
+            self._best_value, self.best_score_, self.best_step_ = value, row[name], row["step"]
+            self._stale = 0
+            return False
+        self._stale += 1
+        return self._stale >= self.config.patience
 
     def _eval_metrics(self, df: pd.DataFrame) -> dict[str, float]:
         report = self.evaluate(df)

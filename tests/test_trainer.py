@@ -351,3 +351,25 @@ def test_fit_shows_a_progress_bar_unless_asked_not_to(tiny_model, train_df, caps
     assert "tiny-bert (full):" in capsys.readouterr().err  # "0/3 ... 1/3" as steps go
     lab.Trainer(tiny_config(max_steps=3)).fit(train_df, progress=False)
     assert "tiny-bert (full):" not in capsys.readouterr().err
+
+
+def test_early_stopping_after_patience_evaluations(tiny_model, train_df, test_df):
+    seen = []
+    unsubscribe = events.subscribe("train.early_stop", lambda e: seen.append(e.payload))
+    try:
+        trainer = lab.Trainer(tiny_config(epochs=20, eval_every=4, early_stopping="eval_accuracy",
+                                          patience=2)).fit(train_df, test_df, progress=False)
+    finally:
+        unsubscribe()
+    h = trainer.history_.dropna(subset=["eval_accuracy"])
+    assert len(trainer.history_) < 20 * 16  # stopped early
+    best = h["eval_accuracy"].max()
+    assert trainer.best_score_ == best
+    after_best = h[h["step"] > trainer.best_step_]
+    assert len(after_best) == 2 and (after_best["eval_accuracy"] <= best).all()
+    assert seen and seen[0]["step"] == trainer.history_["step"].iloc[-1]
+    with pytest.raises(ConfigError, match="eval_accuracy"):
+        lab.Trainer(tiny_config(max_steps=4, eval_every=2, early_stopping="eval_f2")).fit(
+            train_df, test_df, progress=False)
+    with pytest.raises(ConfigError, match="early_stopping"):
+        lab.TrainConfig(early_stopping="accuracy")
