@@ -252,7 +252,9 @@ def drf(capacity, want, weight, priority):
         k = int(np.argmax(over))
         with np.errstate(divide="ignore", invalid="ignore"):
             t_r = np.where(growing[k] > 0, (cap - fixed - done[k]) / growing[k], np.inf)
-        t = max(float(t_r.min()), t_prev)
+        # a resource found over only at breakpoint k was within tolerance at k - 1: the
+        # level cannot fall below where the tasks before k were already satisfied
+        t = max(float(t_r.min()), t_prev, float(finish[k - 1]) if k else 0.0)
         x[idx[:k]] = 1.0
         x[idx[k:]] = np.minimum(1.0, t * rate[k:])
         active[idx[:k]] = False

@@ -20,7 +20,9 @@ GiB = 2**30
 # counts as fitting), so compute and GPU sums may pass capacity by a few of those.
 EPS = 3e-9
 POLICIES = ["proportional", "max-min", "drf", "priority"]
-PROPERTY = settings(max_examples=200, deadline=None, database=None,
+# derandomize: CI sees the same examples every run; new seeds are explored by hand
+# (pytest --hypothesis-seed=N) and what they find is added as an explicit case below.
+PROPERTY = settings(max_examples=200, deadline=None, database=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
@@ -981,3 +983,12 @@ def test_register_custom_policy(registry, bus):
     with pytest.raises(UnknownNameError) as err:
         registry.get("missing")
     assert "equal-split" in str(err.value) and "nothing" in str(err.value)
+
+
+def test_drf_level_never_falls_below_satisfied_tasks():
+    """Found by hypothesis (seed-dependent): compute is over capacity only by float noise at
+    the first breakpoint, so the level used to drop to 0 and d1 got nothing."""
+    alloc = allocate("drf", Resources(memory=3, compute=10.0),
+                     [Demand("d0", Resources(0, 10.0)), Demand("d1", Resources(300, 1e-6))])
+    assert alloc.grants["d0"].compute == pytest.approx(10.0)
+    assert alloc.grants["d1"].memory == 3  # memory is d1's bottleneck, and it gets all of it
