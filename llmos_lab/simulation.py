@@ -96,7 +96,6 @@ def simulate(trace: pd.DataFrame, policy: str = "stride", *, memory: int | str |
     pol = sched.get(policy, quantum)
     order = sorted(tasks, key=lambda t: (t.submitted, t.seq))
     ready: list[tuple[Any, int, _Sim]] = []
-    waiting: list[tuple[int, int, _Sim]] = []
     now, nxt, tick = 0.0, 0, 0
     slices: list[tuple[str, int, int, float, float]] = []
 
@@ -106,14 +105,14 @@ def simulate(trace: pd.DataFrame, policy: str = "stride", *, memory: int | str |
     admission = _Admission(capacity, tasks)
 
     def admit() -> None:
-        for t in admission.admit(waiting):
+        for t in admission.admit():
             push(t)
 
     remaining = len(order)
     while remaining:
         while nxt < len(order) and order[nxt].submitted <= now:
             t = order[nxt]
-            bisect.insort(waiting, (-t.priority, t.seq, t), key=lambda w: w[:2])
+            admission.arrive(t)
             nxt += 1
         admit()
         if not ready:
@@ -141,7 +140,7 @@ def simulate(trace: pd.DataFrame, policy: str = "stride", *, memory: int | str |
         pol.charge(t, seconds)
         if t.steps >= t.total:
             t.finished = now
-            admission.used -= t.memory
+            admission.release(t)
             remaining -= 1
         else:
             push(t)
@@ -152,13 +151,22 @@ def simulate(trace: pd.DataFrame, policy: str = "stride", *, memory: int | str |
 
 
 class _Admission:
-    """First fit in priority-then-arrival order, as the allocator admits."""
+    """The queue of arrived tasks waiting for memory; first fit in priority-then-arrival
+    order, as the allocator admits."""
 
     def __init__(self, capacity: int | None, tasks: list[_Sim]):
         self.capacity, self.used = capacity, 0
         self.smallest = min((t.memory for t in tasks), default=0)
+        self.waiting: list[tuple[int, int, _Sim]] = []
 
-    def admit(self, waiting: list[tuple[int, int, _Sim]]) -> list[_Sim]:
+    def arrive(self, t: _Sim) -> None:
+        bisect.insort(self.waiting, (-t.priority, t.seq, t), key=lambda w: w[:2])
+
+    def release(self, t: _Sim) -> None:
+        self.used -= t.memory
+
+    def admit(self) -> list[_Sim]:
+        waiting = self.waiting
         out, i = [], 0
         while i < len(waiting):
             if self.capacity is not None and self.capacity - self.used < self.smallest:
@@ -191,17 +199,16 @@ def _simulate_sharing(tasks: list[_Sim], policy: str, capacity: int | None,
     fn = allocator.get(policy)
     order = sorted(tasks, key=lambda t: (t.submitted, t.seq))
     admission = _Admission(capacity, tasks)
-    waiting: list[tuple[int, int, _Sim]] = []
     active: list[_Sim] = []
     work = {t.id: t.total * t.step_seconds for t in tasks}  # seconds at full speed
     segments: list[tuple[str, float, float, float, float]] = []
     now, nxt = 0.0, 0
-    while nxt < len(order) or waiting or active:
+    while nxt < len(order) or admission.waiting or active:
         while nxt < len(order) and order[nxt].submitted <= now:
             t = order[nxt]
-            bisect.insort(waiting, (-t.priority, t.seq, t), key=lambda w: w[:2])
+            admission.arrive(t)
             nxt += 1
-        for t in admission.admit(waiting):
+        for t in admission.admit():
             t.first_run = now
             active.append(t)
         if not active:
@@ -232,7 +239,7 @@ def _simulate_sharing(tasks: list[_Sim], policy: str, capacity: int | None,
             segments.append((t.id, now, now + ran, float(g), float(r)))
             if done:
                 t.finished = now + ran
-                admission.used -= t.memory
+                admission.release(t)
             else:
                 still.append(t)
         active = still

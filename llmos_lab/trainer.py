@@ -100,8 +100,8 @@ class Trainer:
             micro = min(micro, micro_batch_for(self.model_, cfg.max_length, memory,
                                                cfg.batch_size))
         self.micro_batch_size_ = min(micro, cfg.batch_size)
-        per_epoch = math.ceil(len(train_df) / cfg.batch_size)
-        self.total_steps_ = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
+        self._per_epoch = math.ceil(len(train_df) / cfg.batch_size)
+        self.total_steps_ = cfg.max_steps or max(1, math.ceil(cfg.epochs * self._per_epoch))
         return self._loop(train_df, eval_df, resume)
 
     def evaluate(self, df: pd.DataFrame) -> ClassificationReport:
@@ -304,8 +304,7 @@ class Trainer:
             ids = self._encode(train_df[cfg.text_column])
             targets = [label_index[v] for v in train_df[cfg.label_column]]
         lengths = np.array([len(x) for x in ids])
-        per_epoch = math.ceil(len(ids) / cfg.batch_size)
-        total = self.total_steps_
+        per_epoch, total = self._per_epoch, self.total_steps_
         eval_every = cfg.eval_every or per_epoch
 
         decay = [p for n, p in self.model_.named_parameters()
