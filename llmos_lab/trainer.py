@@ -47,6 +47,7 @@ class Trainer:
         self.config = dataclasses.replace(config, **overrides) if overrides else config
         self._rows: list[dict[str, Any]] = []
         self._training = False
+        self._stop_requested = False
 
     # ------------------------------------------------------------------ public API
 
@@ -103,6 +104,11 @@ class Trainer:
         self._per_epoch = math.ceil(len(train_df) / cfg.batch_size)
         self.total_steps_ = cfg.max_steps or max(1, math.ceil(cfg.epochs * self._per_epoch))
         return self._loop(train_df, eval_df, resume)
+
+    def stop(self) -> None:
+        """Ask a running ``fit``/``steps`` to end after the step under way (thread-safe: a
+        widget's Stop button calls it while the loop runs elsewhere)."""
+        self._stop_requested = True
 
     def evaluate(self, df: pd.DataFrame) -> ClassificationReport:
         self._check_fitted()
@@ -326,6 +332,7 @@ class Trainer:
             self._last_checkpoint = resume
         fingerprint = self._data_fingerprint(train_df) if cfg.checkpoint_every else None
         self.best_score_ = None
+        self._stop_requested = False
         self.model_.train()
         self._training = True
         while step < total:
@@ -368,6 +375,9 @@ class Trainer:
                     total = step  # leaves both loops
                     events.publish("train.early_stop", trainer=self, step=step,
                                    metric=cfg.early_stopping, best=self.best_score_)
+                elif self._stop_requested:
+                    total = step
+                    events.publish("train.stopped", trainer=self, step=step)
             skip = 0
         self.model_.eval()
         self._training = False

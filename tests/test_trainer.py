@@ -373,3 +373,27 @@ def test_early_stopping_after_patience_evaluations(tiny_model, train_df, test_df
             train_df, test_df, progress=False)
     with pytest.raises(ConfigError, match="early_stopping"):
         lab.TrainConfig(early_stopping="accuracy")
+
+
+def test_stop_from_another_thread_ends_after_the_current_step(tiny_model, train_df):
+    import threading
+
+    trainer = lab.Trainer(tiny_config(epochs=50))
+    seen: list[int] = []
+    stopped = threading.Event()
+
+    def on_step(event):
+        seen.append(event.payload["step"])
+        if event.payload["step"] == 3:
+            threading.Thread(target=lambda: (trainer.stop(), stopped.set())).start()
+            stopped.wait(5)
+
+    off = [lab.events.subscribe("train.step", on_step),
+           lab.events.subscribe("train.stopped", on_step)]
+    try:
+        trainer.fit(train_df, progress=False)
+    finally:
+        for unsubscribe in off:
+            unsubscribe()
+    assert trainer.history_["step"].max() == 3 < trainer.total_steps_
+    assert seen == [1, 2, 3, 3]  # three steps, then train.stopped at step 3
