@@ -2,6 +2,10 @@
 #   make demo   set up .venv, the project and its offline assets, then run the quickstart notebook
 #   make test   the same set-up (idempotent), then ruff and the whole test suite
 #
+# The browser test (tests/test_browser.py) drives Debian's chromium (or $CHROMIUM) through
+# Playwright; `make test` installs chromium with apt-get when it is missing and you are root,
+# and otherwise says why that test will skip. Playwright never downloads a browser here.
+#
 # TORCH is what pip installs first, before anything that depends on torch, so that accelerate
 # and peft never pull a multi-GB CUDA build onto a CPU machine. On a GPU machine:
 #   make test TORCH="torch --index-url https://download.pytorch.org/whl/cu128"
@@ -19,7 +23,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.llmos-lab-installed
 NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/notebooks/sanitize.cfg
 
-.PHONY: setup assets demo test lint lab clean
+.PHONY: setup assets chromium demo test lint lab clean
 
 setup: $(STAMP) assets
 
@@ -34,10 +38,25 @@ $(STAMP): pyproject.toml
 assets: $(STAMP)
 	$(BIN)/llmos-lab assets install
 
+chromium:
+	@if [ -n "$$CHROMIUM" ]; then \
+		command -v "$$CHROMIUM" >/dev/null \
+			|| echo "note: CHROMIUM=$$CHROMIUM is not executable; tests/test_browser.py will skip"; \
+	elif [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for tests/test_browser.py"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends chromium >/dev/null; } \
+			|| echo "note: could not install chromium; tests/test_browser.py will skip"; \
+	else \
+		echo "note: no /usr/bin/chromium and not root (or no apt-get), so tests/test_browser.py"; \
+		echo "      will skip; install Debian's chromium, or set CHROMIUM=/path/to/chromium"; \
+	fi
+
 demo: setup
 	time $(BIN)/llmos-lab run notebooks/01_quickstart.ipynb -o runs
 
-test: setup
+test: setup chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest tests notebooks $(NBVAL) $(PYTEST_ARGS)
 
