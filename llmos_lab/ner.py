@@ -15,6 +15,9 @@ import torch
 
 from .datasets import require_columns
 from .errors import ColumnTypeError, DataError
+from .vocab import unknown_rate
+
+__all__ = ["IGNORE", "align", "check_frame", "encode", "pad", "unknown_rate"]
 
 IGNORE = -100  # the label id PyTorch's cross-entropy skips
 
@@ -65,14 +68,3 @@ def align(encoding, tags: Sequence[Sequence[str]], label_index: Mapping[str, int
 def pad(rows: Sequence[Sequence[int]]) -> torch.Tensor:
     width = max(len(r) for r in rows)
     return torch.tensor([list(r) + [IGNORE] * (width - len(r)) for r in rows])
-
-
-def unknown_rate(tokenizer, words: Sequence[Sequence[str]]) -> float:
-    """Fraction of words the tokenizer maps to its unknown token: the model cannot learn
-    from those (61% of MSRA's characters for MiniLM's English vocabulary)."""
-    unk = tokenizer.unk_token_id
-    flat = [w for ws in words for w in ws]
-    if not flat or unk is None:
-        return 0.0
-    ids = tokenizer(flat, add_special_tokens=False)["input_ids"]
-    return sum(unk in x for x in ids) / len(flat)

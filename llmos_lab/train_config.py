@@ -19,7 +19,8 @@ from .devices import check_device
 from .errors import ConfigError
 
 TASKS = ("sequence-classification", "token-classification")
-METHODS = ("full", "lora")
+METHODS = ("full", "lora", "ia3")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _help(text: str, default: Any) -> Any:
@@ -33,8 +34,8 @@ class TrainConfig:
     model: str = _help("shipped model name ('minilm', 'tiny-bert'), local folder or hub id",
                        "minilm")
     task: str = _help(f"one of {TASKS}", "sequence-classification")
-    method: str = _help(f"one of {METHODS}: every weight, or LoRA adapters (PEFT) plus the "
-                        f"classification head", "full")
+    method: str = _help(f"one of {METHODS}: every weight, or LoRA / IA3 adapters (PEFT) plus "
+                        f"the classification head", "full")
     lora_r: int = _help("LoRA rank (method='lora')", 8)
     lora_alpha: float = _help("LoRA scaling numerator: updates scale by lora_alpha / lora_r", 16.0)
     lora_dropout: float = _help("dropout on the LoRA path", 0.1)
@@ -47,6 +48,10 @@ class TrainConfig:
     label_all_subtokens: bool = _help(
         "token classification: label every sub-token of a word (B- becomes I- after the "
         "first) instead of the first only", False)
+    extend_vocab: int = _help(
+        "token classification: add up to N training-set words the tokenizer maps to its "
+        "unknown token (seen twice or more, most frequent first) and grow the embeddings; "
+        "their rows learn during fine-tuning (method 'full' or 'lora'). 0: off", 0)
     epochs: float = _help("passes over the training set (fractions allowed)", 1.0)
     max_steps: int | None = _help("stop after this many optimizer steps (overrides epochs)",
                                   None)
@@ -69,12 +74,24 @@ class TrainConfig:
     checkpoint_every: int | None = _help(
         "write a checkpoint (weights, optimizer, RNGs, data position) every N steps", None)
     checkpoint_dir: str | None = _help("folder of the checkpoint, replaced atomically", None)
+    precision: str = _help(
+        f"one of {PRECISIONS}: fp32, or bf16 / fp16 autocast for the forward pass (fp16 with "
+        f"loss scaling, CUDA only; bf16 is fast on CUDA and on CPUs with avx512_bf16 / AMX)",
+        "fp32")
     seed: int = _help("seed for weights of new heads, data order and dropout", 0)
     device: str = _help("'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'", "auto")
 
     def __post_init__(self) -> None:
         _choice("task", self.task, TASKS)
         _choice("method", self.method, METHODS)
+        _choice("precision", self.precision, PRECISIONS)
+        _positive_int("extend_vocab", self.extend_vocab, allow_zero=True)
+        if self.extend_vocab and self.task != "token-classification":
+            raise ConfigError("extend_vocab", self.extend_vocab,
+                              "0 unless task='token-classification' (words come from its tokens)")
+        if self.extend_vocab and self.method == "ia3":
+            raise ConfigError("extend_vocab", self.extend_vocab, "0 with method='ia3' (IA3 "
+                              "cannot train new embedding rows; use 'lora' or 'full')")
         for name in ("batch_size", "max_length", "eval_batch_size"):
             _positive_int(name, getattr(self, name))
         _positive_int("seed", self.seed, allow_zero=True)

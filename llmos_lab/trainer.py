@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import assets, checkpoints, events, inference, loading, ner
+from . import assets, batching, checkpoints, events, inference, loading, ner, peft_methods, vocab
+from .batching import micro_batch_for
 from .datasets import require_columns, require_rows
 from .devices import resolve_device
 from .errors import (
@@ -31,9 +32,9 @@ from .errors import (
     UnseenLabelError,
 )
 from .metrics import ClassificationReport
-from .train_config import METHODS, TASKS, TrainConfig
+from .train_config import METHODS, PRECISIONS, TASKS, TrainConfig
 
-__all__ = ["METHODS", "TASKS", "TrainConfig", "Trainer", "micro_batch_for"]
+__all__ = ["METHODS", "PRECISIONS", "TASKS", "TrainConfig", "Trainer", "micro_batch_for"]
 
 class Trainer:
     """Fine-tune a pretrained encoder on a DataFrame.
@@ -78,8 +79,9 @@ class Trainer:
         """Validate and set up now, then yield once per optimizer step with its metrics.
 
         ``memory`` (a grant from the allocator, in bytes or "512MiB") caps the micro-batch:
-        the largest that fits by the activation estimate of :func:`micro_batch_for`, with
-        gradient accumulation keeping the effective batch at ``batch_size``.
+        the largest that fits by :func:`~llmos_lab.batching.micro_batch_for` (measured once
+        per model, method, max_length, device and precision, then cached), with gradient
+        accumulation keeping the effective batch at ``batch_size``.
         """
         cfg = self.config
         self._check_frame(train_df, "training", with_labels=True)
@@ -95,11 +97,13 @@ class Trainer:
         resume = getattr(self, "_resume_from", None)
         if resume is not None:
             self._check_resumable(checkpoints.read_state(resume), train_df, resume)
-        self._setup_model()
+        self._setup_model(train_df)
         micro = cfg.micro_batch_size or cfg.batch_size
         if memory is not None:
-            micro = min(micro, micro_batch_for(self.model_, cfg.max_length, memory,
-                                               cfg.batch_size))
+            key = f"{assets.model_path(cfg.model)}|{cfg.method}|{self.trainable_parameters_[0]}"
+            micro = min(micro, micro_batch_for(
+                self.model_, cfg.max_length, memory, cfg.batch_size, device=self.device_,
+                precision=cfg.precision, key=key))
         self.micro_batch_size_ = min(micro, cfg.batch_size)
         self._per_epoch = math.ceil(len(train_df) / cfg.batch_size)
         self.total_steps_ = cfg.max_steps or max(1, math.ceil(cfg.epochs * self._per_epoch))
@@ -138,7 +142,8 @@ class Trainer:
         self.model_.eval()  # no dropout; training mode comes back if a run is under way
         probs = inference.class_probabilities(
             self.model_, self.tokenizer_, inference.check_texts(texts),
-            max_length=cfg.max_length, batch_size=cfg.eval_batch_size, device=self.device_)
+            max_length=cfg.max_length, batch_size=cfg.eval_batch_size, device=self.device_,
+            precision=cfg.precision)
         self.model_.train(self._training)
         return inference.probabilities_frame(probs, self.labels_)
 
@@ -154,11 +159,17 @@ class Trainer:
         atomically; ``ModelKernel.add_adapter(model, name, path)`` serves it over a base loaded
         with the same labels."""
         self._check_fitted()
-        if self.config.method != "lora":
+        if self.config.method == "full":
             raise ConfigError("method", self.config.method,
-                              "'lora' to save an adapter (a full fine-tune saves the model)")
-        return loading.save_atomically(Path(path), self.model_.save_pretrained,
+                              "'lora' or 'ia3' to save an adapter (a full fine-tune saves the "
+                              "model)")
+        return loading.save_atomically(Path(path), self._save_adapter_files,
                                        marker="adapter_config.json", overwrite=True)
+
+    def _save_adapter_files(self, folder: str) -> None:
+        self.model_.save_pretrained(folder)
+        if getattr(self, "added_tokens_", None):  # the adapter's embeddings need these ids
+            self.tokenizer_.save_pretrained(folder)
 
     def plot(self, ax=None):
         """Training loss (smoothed) and evaluation metrics against steps; returns the axes."""
@@ -201,7 +212,7 @@ class Trainer:
         self.model_.eval()
         tags = inference.word_tags(self.model_, self.tokenizer_, words,
                                    max_length=cfg.max_length, batch_size=cfg.eval_batch_size,
-                                   device=self.device_)
+                                   device=self.device_, precision=cfg.precision)
         self.model_.train(self._training)
         return pd.DataFrame({"tokens": words, "tags": tags})
 
@@ -239,13 +250,16 @@ class Trainer:
         if not hasattr(self, "model_"):
             raise NotFittedError("this Trainer is not fitted yet: call fit() or steps() first")
 
-    def _setup_model(self) -> None:
+    def _setup_model(self, train_df: pd.DataFrame) -> None:
         from transformers import AutoTokenizer
 
         cfg = self.config
         torch.manual_seed(cfg.seed)
         path = assets.model_path(cfg.model)
         self.device_ = resolve_device(cfg.device)
+        if cfg.precision == "fp16" and self.device_.type != "cuda":
+            raise ConfigError("precision", "fp16", f"'fp32' or 'bf16' on {self.device_.type} "
+                              f"(fp16 autocast with loss scaling needs CUDA)")
         with loading.quiet():  # "newly initialized classifier" is the point here
             self.tokenizer_ = AutoTokenizer.from_pretrained(path)
             self.model_ = loading.model_class(cfg.task).from_pretrained(
@@ -253,8 +267,14 @@ class Trainer:
                 id2label={i: str(label) for i, label in enumerate(self.labels_)},
                 label2id={str(label): i for i, label in enumerate(self.labels_)},
             )
-            if cfg.method == "lora":
-                self.model_ = _with_lora(self.model_, cfg)
+            self.added_tokens_: list[str] = []
+            new_ids: list[int] = []
+            if cfg.extend_vocab:
+                self.added_tokens_ = vocab.unknown_words(
+                    self.tokenizer_, train_df[cfg.tokens_column], limit=cfg.extend_vocab)
+                new_ids = vocab.extend(self.tokenizer_, self.model_, self.added_tokens_)
+            if cfg.method != "full":
+                self.model_ = peft_methods.wrap(self.model_, cfg, new_ids)
             self.model_.to(self.device_)
         trainable = sum(p.numel() for p in self.model_.parameters() if p.requires_grad)
         self.trainable_parameters_ = (trainable,
@@ -267,18 +287,6 @@ class Trainer:
 
     def _collate(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
         return inference.collate(ids, self.tokenizer_.pad_token_id or 0, self.device_)
-
-    def _batches(self, lengths: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
-        """One epoch of index batches; length-grouped in chunks of 50 batches if configured."""
-        bs = self.config.batch_size
-        order = rng.permutation(len(lengths))
-        if self.config.group_by_length:
-            chunk = bs * 50
-            order = np.concatenate([
-                c[np.argsort(lengths[c], kind="stable")]
-                for c in np.array_split(order, max(1, math.ceil(len(order) / chunk)))])
-        batches = [order[i:i + bs] for i in range(0, len(order), bs)]
-        return [batches[i] for i in rng.permutation(len(batches))]
 
     def _data_fingerprint(self, df: pd.DataFrame) -> str:
         cfg = self.config
@@ -320,6 +328,7 @@ class Trainer:
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                        {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
         scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * total), total)
+        scaler = torch.amp.GradScaler(self.device_.type, enabled=cfg.precision == "fp16")
         events.publish("train.start", trainer=self, total_steps=total, config=cfg)
 
         step, skip, started = 0, 0, time.perf_counter()
@@ -337,16 +346,19 @@ class Trainer:
         self._training = True
         while step < total:
             epoch_rng = rng.bit_generator.state  # the epoch's data order can be drawn again
-            for index, batch in enumerate(self._batches(lengths, rng)):
+            for index, batch in enumerate(batching.length_grouped(
+                    lengths, cfg.batch_size, rng, cfg.group_by_length)):
                 if index < skip:
                     continue
                 if step >= total:
                     break
                 t0 = time.perf_counter()
-                loss = self._accumulate(batch, ids, targets, step + 1)
+                loss = self._accumulate(batch, ids, targets, step + 1, scaler)
                 if cfg.max_grad_norm:
+                    scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(self.model_.parameters(), cfg.max_grad_norm)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
@@ -384,7 +396,7 @@ class Trainer:
         events.publish("train.end", trainer=self, steps=step)
 
     def _accumulate(self, batch: np.ndarray, ids: list[list[int]], targets: list[Any],
-                    step: int) -> float:
+                    step: int, scaler: torch.amp.GradScaler) -> float:
         """Forward and backward the batch in micro-batches (loss weighted by their size, so
         the gradient equals the whole batch's); on an out-of-memory error halve the
         micro-batch and retry the step."""
@@ -396,14 +408,15 @@ class Trainer:
                     part = batch[start:start + micro]
                     labels = ner.pad([targets[i] for i in part]) if self._tokens \
                         else torch.tensor([targets[i] for i in part])
-                    out = self.model_(**self._collate([ids[i] for i in part]),
-                                      labels=labels.to(self.device_))
+                    with inference.autocast(self.device_, self.config.precision):
+                        out = self.model_(**self._collate([ids[i] for i in part]),
+                                          labels=labels.to(self.device_))
                     if not torch.isfinite(out.loss):
                         raise TrainingError(
                             f"loss became {out.loss.item()} at step {step}; lower lr "
                             f"(now {self.config.lr}) or check the inputs; last good "
                             f"checkpoint: {getattr(self, '_last_checkpoint', None) or 'none'}")
-                    (out.loss * (len(part) / len(batch))).backward()
+                    scaler.scale(out.loss * (len(part) / len(batch))).backward()
                     total += out.loss.item() * len(part) / len(batch)
                 return total
             except torch.OutOfMemoryError:
@@ -435,35 +448,6 @@ class Trainer:
     def _eval_metrics(self, df: pd.DataFrame) -> dict[str, float]:
         report = self.evaluate(df)
         return {f"eval_{k}": v for k, v in report.to_dict().items()}
-
-
-def _with_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
-    """LoRA adapters through PEFT; the new classification head trains and saves with them."""
-    from peft import LoraConfig, get_peft_model
-
-    task_type = "TOKEN_CLS" if cfg.task == "token-classification" else "SEQ_CLS"
-    config = LoraConfig(task_type=task_type, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                        lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_targets)
-    return get_peft_model(model, config)
-
-
-def micro_batch_for(model: torch.nn.Module, max_length: int, memory: int | str,
-                    batch_size: int) -> int:
-    """The largest micro-batch whose training memory fits ``memory``.
-
-    Fixed: parameters, gradients and two AdamW moments (16 bytes a float32 parameter).
-    Per example: transformer activations, about ``L * h * (34 + 5 * a * L / h)`` bytes per
-    layer at 16 bits (Korthikanti et al., 2022), doubled for float32. Always at least 1.
-    """
-    from .units import parse_bytes
-
-    memory = parse_bytes(memory, "memory")
-    c = model.config
-    params = sum(p.numel() for p in model.parameters())
-    fixed = 16 * params
-    h, a, n = c.hidden_size, c.num_attention_heads, c.num_hidden_layers
-    per_example = 2 * n * max_length * h * (34 + 5 * a * max_length / h)
-    return int(max(1, min(batch_size, (memory - fixed) // per_example)))
 
 
 def _no_decay(name: str) -> bool:

@@ -141,24 +141,6 @@ def test_eval_every_and_group_by_length_off(tiny_model, train_df, test_df):
     assert list(h.dropna(subset=["eval_accuracy"])["step"]) == [2, 4, 6]
 
 
-def test_length_grouping_pads_less(tiny_model):
-    rng = np.random.default_rng(0)
-    texts = [" ".join(["word"] * int(n)) for n in rng.integers(1, 60, 640)]
-    trainer = lab.Trainer(tiny_config(max_length=64))
-    trainer.labels_ = ["a"]
-    trainer._setup_model()
-    ids = trainer._encode(texts)
-    lengths = np.array([len(x) for x in ids])
-
-    def padded_tokens(group: bool) -> int:
-        trainer.config = tiny_config(max_length=64, group_by_length=group)
-        batches = trainer._batches(lengths, np.random.default_rng(0))
-        assert sorted(np.concatenate(batches)) == list(range(len(texts)))  # a permutation
-        return sum(len(b) * lengths[b].max() for b in batches)
-
-    assert padded_tokens(True) < 0.7 * padded_tokens(False)
-
-
 def test_predict_keeps_input_order(fitted, test_df):
     full = fitted.predict(test_df)
     reversed_ = fitted.predict(list(test_df["text"][::-1]))
@@ -337,6 +319,56 @@ def test_lora_trains_a_small_fraction_and_serves_from_the_kernel(tiny_model, tra
     expected = trainer.predict(test_df)
     assert list(served["label"]) == list(expected["label"])
     np.testing.assert_allclose(served["score"], expected["score"], rtol=1e-4)
+
+
+def test_ia3_scales_activations_and_serves_from_the_kernel(tiny_model, train_df, test_df,
+                                                           tmp_path):
+    ia3 = lab.Trainer(tiny_config(method="ia3", lr=3e-2, epochs=4)).fit(train_df, progress=False)
+    lora = lab.Trainer(tiny_config(method="lora", lora_r=4, max_steps=1)).fit(
+        train_df, progress=False)
+    head = sum(p.numel() for n, p in ia3.model_.named_parameters()
+               if p.requires_grad and "classifier" in n)
+    assert 0 < ia3.trainable_parameters_[0] - head < lora.trainable_parameters_[0] - head
+    names = [n for n, p in ia3.model_.named_parameters() if p.requires_grad]
+    assert any("ia3_l" in n for n in names) and not any("lora" in n for n in names)
+    loss = ia3.history_["loss"]
+    assert loss.iloc[-8:].mean() < loss.iloc[:8].mean()
+    ia3.save_adapter(tmp_path / "ia3")
+    kernel = lab.ModelKernel(device="cpu", memory_budget="1GiB", precision="fp32")
+    kernel.load("tiny-bert", name="base", task="sequence-classification", labels=ia3.labels_)
+    kernel.add_adapter("base", "ia3", tmp_path / "ia3")
+    served = kernel.infer("base", list(test_df["text"]), adapter="ia3")
+    expected = ia3.predict(test_df)
+    assert list(served["label"]) == list(expected["label"])
+    np.testing.assert_allclose(served["score"], expected["score"], rtol=1e-4)
+
+
+def test_bf16_autocast_trains_on_cpu_and_fp16_needs_cuda(tiny_model, train_df, test_df):
+    trainer = lab.Trainer(tiny_config(precision="bf16", epochs=3))
+    gen = trainer.steps(train_df)
+    dtypes = set()
+    layer = trainer.model_.bert.encoder.layer[0].attention.self.query
+    handle = layer.register_forward_hook(lambda m, i, o: dtypes.add(o.dtype))
+    rows = list(gen)
+    handle.remove()
+    assert dtypes == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in trainer.model_.parameters())  # fp32 master
+    assert np.mean([r["loss"] for r in rows[-8:]]) < np.mean([r["loss"] for r in rows[:8]])
+    assert trainer.evaluate(test_df).accuracy > 0.6
+    with pytest.raises(ConfigError, match=r"precision.*CUDA"):
+        lab.Trainer(tiny_config(precision="fp16")).steps(train_df)
+    with pytest.raises(ConfigError, match="precision"):
+        lab.TrainConfig(precision="fp8")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_autocast_trains(tiny_model, train_df, test_df, precision):
+    trainer = lab.Trainer(tiny_config(precision=precision, device="cuda", epochs=3))
+    trainer.fit(train_df, progress=False)
+    assert trainer.device_.type == "cuda"
+    assert trainer.evaluate(test_df).accuracy > 0.6
 
 
 def test_saving_an_adapter_needs_lora(fitted, tmp_path):
