@@ -1,0 +1,279 @@
+"""What every view shares: Agg figures to PNG, throttled redraws, event subscriptions, the base.
+
+Events arrive on whatever thread published them (a scheduler's or a trainer's background
+thread), so a view only records state under its lock and asks for a redraw; the drawing runs on
+a timer thread at most ``interval`` apart, and the last request is always drawn. Charts go
+through matplotlib's object-oriented ``Figure`` with the Agg canvas, never pyplot, which is not
+thread-safe and would pick up the notebook's backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import ipywidgets as widgets
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from llmos_lab import events
+
+log = logging.getLogger("llmos_lab.widgets")
+
+DPI = 80
+REDRAW_INTERVAL = 0.25  # seconds: at most four redraws a second
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A figure on its own Agg canvas: safe off the main thread, invisible to pyplot."""
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def byte_unit(n: float) -> tuple[float, str]:
+    """The divisor and unit that show ``n`` bytes as a readable number (as format_bytes)."""
+    for scale, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if n >= scale:
+            return float(scale), unit
+    return 1.0, "B"
+
+
+def figure_png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+class Throttle:
+    """Coalesce calls to ``fn`` into at most one run per ``interval`` seconds, on a timer
+    thread; a call that arrives while a run is pending is absorbed by it, and a call during or
+    after a run schedules a trailing one, so the latest state is always drawn."""
+
+    def __init__(self, fn: Callable[[], Any], interval: float = REDRAW_INTERVAL):
+        self.fn, self.interval = fn, interval
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._last = float("-inf")
+        self._closed = False
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._closed or self._timer is not None:
+                return
+            delay = max(0.0, self._last + self.interval - time.monotonic())
+            self._timer = threading.Timer(delay, self._run)
+            self._timer.daemon = False  # exit waits for a drawing rather than killing it
+            self._timer.start()
+
+    @property
+    def pending(self) -> bool:
+        return self._timer is not None
+
+    def flush(self) -> None:
+        """Run a pending call now, on this thread."""
+        with self._lock:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+            self._run(claimed=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _run(self, claimed: bool = False) -> None:
+        with self._lock:
+            if not claimed:
+                if self._timer is None:  # flushed or closed meanwhile
+                    return
+                self._timer = None
+            if self._closed:
+                return
+            self._last = time.monotonic()
+        try:
+            self.fn()
+        except Exception:  # a timer thread has no one to raise to
+            log.exception("widget redraw failed")
+
+
+class View(widgets.VBox):
+    """Base of every view: an ``.image`` chart, ``refresh()``, ``png()``, ``close()`` and a
+    mimebundle that keeps a static PNG, HTML and text for notebooks run without a front end.
+
+    Subclasses implement ``_draw() -> Figure``, ``_summary() -> list[str]`` and optionally
+    ``_panels()`` (update their HTML widgets) and ``_html()`` (extra HTML for the snapshot).
+    """
+
+    dom_class = "llmos-widget"
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.image = widgets.Image(format="png")
+        self.image.add_class("llmos-chart")
+        self.add_class("llmos-widget")
+        self.add_class(self.dom_class)
+        self._lock = threading.RLock()  # guards the state that events update
+        self._draw_lock = threading.Lock()  # one drawing at a time
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._throttle = Throttle(self.refresh)
+        self._png = b""
+        self._closed = False
+        self.redraws = 0  # how many times the chart was drawn (for tests and debugging)
+
+    # ------------------------------------------------------------------ events
+
+    def _listen(self, pattern: str, handler: Callable[[events.Event], bool | None]) -> None:
+        """Subscribe ``handler``; when it returns True (the event changed what we show), a
+        throttled redraw follows."""
+        def on_event(event: events.Event) -> None:
+            if self._closed:
+                return
+            if handler(event):
+                self._throttle()
+
+        self._unsubscribe.append(events.subscribe(pattern, on_event))
+
+    def request_redraw(self) -> None:
+        """Ask for a throttled redraw (safe from any thread)."""
+        if not self._closed:
+            self._throttle()
+
+    # ------------------------------------------------------------------ drawing
+
+    def refresh(self) -> bytes:
+        """Redraw now, on this thread; returns the PNG."""
+        with self._draw_lock:
+            if self._closed:
+                return self._png
+            fig = self._draw()
+            png = figure_png(fig)
+            fig.clear()
+            self._png = png
+            self.redraws += 1
+            self.image.value = png
+            self._panels()
+        return png
+
+    def png(self) -> bytes:
+        """The current snapshot (drawn first if a redraw is pending or none exists yet)."""
+        self._throttle.flush()
+        return self._png if self._png else self.refresh()
+
+    def _draw(self) -> Figure:
+        raise NotImplementedError
+
+    def _summary(self) -> list[str]:
+        raise NotImplementedError
+
+    def _panels(self) -> None:
+        """Update the view's text widgets from the current state."""
+
+    def _html(self) -> str:
+        return ""
+
+    # ------------------------------------------------------------------ display
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        data = {}
+        if self.comm is not None:  # live: the front end renders the widget itself
+            data = super()._repr_mimebundle_(**kwargs) or {}
+        png = self.png()
+        encoded = base64.b64encode(png).decode("ascii")
+        lines = self._summary()
+        data["text/plain"] = "\n".join(lines)
+        data["image/png"] = encoded
+        data["text/html"] = (
+            f'<div class="llmos-snapshot {self.dom_class}">'
+            f'<img src="data:image/png;base64,{encoded}" alt="{html.escape(lines[0])}"/>'
+            f"{self._html()}</div>")
+        return data
+
+    def close(self) -> None:
+        """Unsubscribe from every event, stop pending redraws, close the child widgets."""
+        self._closed = True
+        self._throttle.close()
+        with self._draw_lock:  # let a drawing under way finish
+            pass
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
+        for child in _descendants(self):
+            child.close()
+        super().close()
+        self.__dict__.pop("_repr_mimebundle_", None)  # a closed view still shows its snapshot
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> View:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _descendants(box: widgets.Box) -> list[widgets.Widget]:
+    out = []
+    for child in box.children:
+        if isinstance(child, widgets.Box):
+            out.extend(_descendants(child))
+        out.append(child)
+    return out
+
+
+# ----------------------------------------------------------------------------- HTML tables
+
+
+def cell_style(value: float, vmin: float, vmax: float, cmap: str) -> str:
+    """Inline background colour for ``value`` on a colour scale, with readable text."""
+    if pd.isna(value) or vmax <= vmin:
+        return ""
+    x = min(1.0, max(0.0, (float(value) - vmin) / (vmax - vmin)))
+    r, g, b, _ = colormaps[cmap](x)
+    text = "#000" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "#fff"
+    return f"background:rgb({r * 255:.0f},{g * 255:.0f},{b * 255:.0f});color:{text}"
+
+
+def html_table(df: pd.DataFrame, scales: dict[str, tuple[float, float, str]] | None = None,
+               formats: dict[str, str] | None = None, caption: str = "") -> str:
+    """A compact HTML table; ``scales`` maps a column to (vmin, vmax, colormap) for a colour
+    scale, ``formats`` a column to a format spec. The index is the first column."""
+    scales, formats = scales or {}, formats or {}
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in [df.index.name or "", *df.columns])
+    rows = []
+    for key, row in df.iterrows():
+        cells = [f'<th style="text-align:left">{html.escape(str(key))}</th>']
+        for col in df.columns:
+            value = row[col]
+            style = cell_style(value, *scales[col]) if col in scales else ""
+            text = "" if pd.isna(value) else format(value, formats.get(col, "")) \
+                if isinstance(value, (int, float)) else str(value)
+            cells.append(f'<td style="text-align:right;padding:1px 6px;{style}">'
+                         f"{html.escape(text)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    cap = f"<caption style='text-align:left'>{html.escape(caption)}</caption>" if caption \
+        else ""
+    return (f'<table class="llmos-table" style="border-collapse:collapse;font-size:12px">'
+            f"{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def label_bars(ax: Any, names: Sequence[str], lefts: Iterable[float], widths: Iterable[float],
+               y: float, total: float, color: str = "white") -> None:
+    """Write each segment's name inside it when it is wide enough to read."""
+    for name, left, width in zip(names, lefts, widths, strict=True):
+        if total > 0 and width / total > 0.07:
+            ax.text(left + width / 2, y, name, ha="center", va="center", fontsize=8,
+                    color=color, clip_on=True)
