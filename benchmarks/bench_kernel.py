@@ -533,13 +533,15 @@ def private_home() -> Iterator[Path]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def run(name: str, sizes: Sizes = FULL) -> dict[str, Any]:
-    """One benchmark, quietly (library chatter goes to stderr); adds ``seconds`` and ``quick``.
-    A failure becomes ``{"benchmark": name, "error": ...}`` so the other lines still come."""
+def run(name: str, sizes: Any = FULL, table: dict[str, Callable] | None = None
+        ) -> dict[str, Any]:
+    """One benchmark of ``table`` (this module's by default), quietly (library chatter goes to
+    stderr); adds ``seconds``, ``quick`` and ``others_cpu_share``. A failure becomes
+    ``{"benchmark": name, "error": ...}`` so the other lines still come."""
     started, busy, mine = time.perf_counter(), _machine_busy_s(), time.process_time()
     try:
         with contextlib.redirect_stdout(sys.stderr), loading.quiet():
-            out = BENCHMARKS[name](sizes)
+            out = (table or BENCHMARKS)[name](sizes)
     except Exception as exc:  # a benchmark suite reports, it does not stop at the first
         traceback.print_exc(file=sys.stderr)
         out = {"benchmark": name, "error": f"{type(exc).__name__}: {exc}"}

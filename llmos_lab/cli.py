@@ -48,7 +48,8 @@ def _assets_check(args: argparse.Namespace) -> int:
 
 # ``llmos-lab bench NAME`` runs benchmarks/<module>.py from the source checkout (they are not
 # installed with the package). Add "trainer" here when its module appears.
-BENCHMARKS = {"kernel": "bench_kernel", "scheduler": "bench_scheduler"}
+BENCHMARKS = {"kernel": "bench_kernel", "scheduler": "bench_scheduler",
+              "trainer": "bench_trainer"}
 
 
 def _benchmarks_dir() -> Path:

@@ -326,7 +326,8 @@ class Trainer:
         no_decay = [p for n, p in self.model_.named_parameters()
                     if p.requires_grad and _no_decay(n)]
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
+                                      fused=self.device_.type in ("cpu", "cuda"))
         scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * total), total)
         scaler = torch.amp.GradScaler(self.device_.type, enabled=cfg.precision == "fp16")
         events.publish("train.start", trainer=self, total_steps=total, config=cfg)
