@@ -60,13 +60,14 @@ class Throttle:
 
     def __init__(self, fn: Callable[[], Any], interval: float = REDRAW_INTERVAL):
         self.fn, self.interval = fn, interval
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._timer: threading.Timer | None = None
+        self._runners: list[threading.Thread] = []  # threads inside fn right now
         self._last = float("-inf")
         self._closed = False
 
     def __call__(self) -> None:
-        with self._lock:
+        with self._cond:
             if self._closed or self._timer is not None:
                 return
             delay = max(0.0, self._last + self.interval - time.monotonic())
@@ -78,34 +79,44 @@ class Throttle:
     def pending(self) -> bool:
         return self._timer is not None
 
-    def flush(self) -> None:
-        """Run a pending call now, on this thread."""
-        with self._lock:
+    def flush(self, timeout: float = 30.0) -> None:
+        """Run a pending call now, on this thread, or wait for a run under way to finish."""
+        with self._cond:
             timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
-            self._run(claimed=True)
+            if timer is None:
+                me = threading.current_thread()
+                self._cond.wait_for(lambda: not [t for t in self._runners if t is not me],
+                                    timeout)
+                return
+        timer.cancel()
+        self._run(claimed=True)
 
     def close(self) -> None:
-        with self._lock:
+        with self._cond:
             self._closed = True
             timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
 
     def _run(self, claimed: bool = False) -> None:
-        with self._lock:
+        me = threading.current_thread()
+        with self._cond:
             if not claimed:
-                if self._timer is None:  # flushed or closed meanwhile
+                if self._timer is not me:  # this timer was flushed or closed meanwhile
                     return
                 self._timer = None
             if self._closed:
                 return
             self._last = time.monotonic()
+            self._runners.append(me)
         try:
             self.fn()
         except Exception:  # a timer thread has no one to raise to
             log.exception("widget redraw failed")
+        finally:
+            with self._cond:
+                self._runners.remove(me)
+                self._cond.notify_all()
 
 
 class View(widgets.VBox):

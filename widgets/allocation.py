@@ -177,6 +177,8 @@ class AllocationView(View):
         cap = self.allocator.capacity
         lines = [f"AllocationView: policy {self.allocator.policy}, capacity {cap}; "
                  f"{len(a.demands) if a else 0} tasks, {len(a.waiting) if a else 0} waiting"]
+        if not (a and a.demands):
+            lines.append("  no tasks")
         for d in (a.demands.values() if a else []):
             g = a.grants.get(d.id)
             got = "waiting" if g is None else f"granted {g}"

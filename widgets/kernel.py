@@ -229,6 +229,8 @@ class KernelMonitor(View):
         for r in table.itertuples():
             lines.append(f"  {r.name}: {r.state}, {format_bytes(r.bytes + r.adapter_bytes)}"
                          + (", pinned" if r.pinned else ""))
+        if not len(table):
+            lines.append("  no models loaded")
         lines += [f"  event: {text}" for _, text, _ in entries[-3:]]
         return lines
 
