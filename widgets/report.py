@@ -19,6 +19,7 @@ from llmos_lab.metrics import ClassificationReport
 from ._render import View, html_table, new_figure
 
 METRICS = ("precision", "recall", "f1")
+AVERAGES = ("macro avg", "weighted avg")
 ANNOTATE_UP_TO = 20  # classes; more cells than this are unreadable with numbers in them
 
 
@@ -58,7 +59,8 @@ class ReportView(View):
         if self.other is None:
             raise ValueError("difference() needs a second report (other=...)")
         a, b = self.report.table, self.other.table
-        index = list(dict.fromkeys([*a.index, *b.index]))
+        averages = [i for i in dict.fromkeys([*a.index, *b.index]) if i in AVERAGES]
+        index = [*dict.fromkeys([*self.report.labels, *self.other.labels]), *averages]
         return b.reindex(index)[[*METRICS, "support"]] - a.reindex(index)[[*METRICS,
                                                                              "support"]]
 
@@ -106,7 +108,7 @@ class ReportView(View):
         ax.set_title(f"{name}: confusion", fontsize=10, loc="left")
 
     def _f1_bars(self, ax: Any) -> None:
-        t = self.report.table.drop(index=["macro avg", "weighted avg"], errors="ignore")
+        t = self.report.table.drop(index=list(AVERAGES), errors="ignore")
         y = np.arange(len(t))
         for k, metric in enumerate(METRICS):
             ax.barh(y + (k - 1) * 0.27, t[metric], height=0.27, label=metric, color=f"C{k}")
