@@ -118,3 +118,19 @@ def test_closed_view_ignores_updates():
     count = len(events._subscribers)
     alloc.add(lab.Demand("late", {"memory": "1GiB", "compute": 0.5}))
     assert "late" not in view.priority and len(events._subscribers) == count
+
+
+def test_with_a_scheduler_sliders_steer_its_tasks_too():
+    alloc = lab.Allocator(capacity={"memory": "8GiB", "compute": 1.0}, policy="drf")
+    sched = lab.Scheduler(policy="priority", allocator=alloc)
+    sched.submit(lab.Task("t", iter(range(3)), demand={"memory": "1GiB", "compute": 1.0}))
+    alloc.add(lab.Demand("outside", {"memory": "1GiB", "compute": 1.0}))  # not the scheduler's
+    view = AllocationView(alloc, scheduler=sched)
+    view.priority["t"].value = 4
+    metrics = sched.metrics().set_index("task")
+    assert metrics.loc["t", "priority"] == 4 and alloc.demands["t"].priority == 4
+    view.weight["outside"].value = 2.0  # straight to the allocator
+    assert alloc.demands["outside"].weight == 2.0
+    view.close()
+    with pytest.raises(ValueError, match="allocator"):
+        AllocationView(lab.Allocator(capacity={"memory": "1GiB"}), scheduler=sched)

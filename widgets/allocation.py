@@ -7,6 +7,7 @@ from the ``alloc.update`` event that follows, so changes made in code show up th
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import ipywidgets as widgets
@@ -31,16 +32,22 @@ class AllocationView(View):
     capacity, the demands behind them, the waiting tasks, and controls that re-run the policy.
 
     ``.policy`` (Dropdown), ``.priority`` / ``.weight`` (dicts task id -> slider, one row per
-    task, kept in step with the allocator's demands), ``.waiting`` (HTML).
+    task, kept in step with the allocator's demands), ``.waiting`` (HTML). With a
+    ``scheduler`` that owns the allocator, sliders go through ``Scheduler.set_priority`` /
+    ``set_weight`` so its running tasks follow too.
     """
 
     dom_class = "llmos-allocation-view"
 
-    def __init__(self, allocator: Allocator):
+    def __init__(self, allocator: Allocator, *, scheduler: Any = None):
         super().__init__()
-        self.allocator = allocator
+        if scheduler is not None and scheduler.allocator is not allocator:
+            raise ValueError("scheduler: one whose allocator is this allocator")
+        self.allocator, self.scheduler = allocator, scheduler
         self._allocation: Allocation | None = allocator.allocation_
         self._colours: dict[str, int] = {}
+        self._controls_lock = threading.RLock()  # rows are added from publishing threads
+        self._following = threading.local()  # set while controls follow the allocator
         self.policy = widgets.Dropdown(options=alloc_mod.policies(), value=allocator.policy,
                                        description="policy")
         self.policy.observe(self._on_policy, names="value")
@@ -50,7 +57,7 @@ class AllocationView(View):
         self.waiting = widgets.HTML()
         self.controls = widgets.VBox()
         self.children = [self.image, widgets.HBox([self.policy, self.waiting]), self.controls]
-        self._sync_controls()
+        self._sync_controls(allocator.policy, allocator.demands)
         self._listen("alloc.update", self._on_update)
         self.refresh()
 
@@ -59,29 +66,34 @@ class AllocationView(View):
     def _on_update(self, event: events.Event) -> bool:
         if event.payload.get("allocator") is not self.allocator:
             return False
+        allocation = event.payload["allocation"]
         with self._lock:
-            self._allocation = event.payload["allocation"]
-        self._sync_controls()
+            self._allocation = allocation
+        self._sync_controls(allocation.policy, allocation.demands)
         return True
 
-    def _sync_controls(self) -> None:
-        """One slider row per demand; values follow the allocator (changes made in code)."""
-        demands = self.allocator.demands
-        with self._lock:
-            if self.policy.value != self.allocator.policy:
-                self.policy.value = self.allocator.policy
-            for task_id, d in demands.items():
-                if task_id not in self._rows:
-                    self._add_row(task_id, d.priority, d.weight)
-                p, w = self.priority[task_id], self.weight[task_id]
-                p.min, p.max = min(p.min, d.priority), max(p.max, d.priority)
-                w.min, w.max = min(w.min, d.weight), max(w.max, d.weight)
-                p.value, w.value = d.priority, d.weight
-            for task_id in [t for t in self._rows if t not in demands]:
-                for control in (self.priority.pop(task_id), self.weight.pop(task_id),
-                                self._rows.pop(task_id)):
-                    control.close()
-            self.controls.children = list(self._rows.values())
+    def _sync_controls(self, policy: str, demands: dict[str, Any]) -> None:
+        """One slider row per demand; values follow the allocator (changes made in code).
+        While following, the controls' observers do not call back into the allocator (that
+        would re-enter it, and could wait on a scheduler's lock held by this thread)."""
+        with self._controls_lock:
+            self._following.on = True
+            try:
+                self.policy.value = policy
+                for task_id, d in demands.items():
+                    if task_id not in self._rows:
+                        self._add_row(task_id, d.priority, d.weight)
+                    p, w = self.priority[task_id], self.weight[task_id]
+                    p.min, p.max = min(p.min, d.priority), max(p.max, d.priority)
+                    w.min, w.max = min(w.min, d.weight), max(w.max, d.weight)
+                    p.value, w.value = d.priority, d.weight
+                for task_id in [t for t in self._rows if t not in demands]:
+                    for control in (self.priority.pop(task_id), self.weight.pop(task_id),
+                                    self._rows.pop(task_id)):
+                        control.close()
+                self.controls.children = list(self._rows.values())
+            finally:
+                self._following.on = False
 
     def _add_row(self, task_id: str, priority: int, weight: float) -> None:
         style = {"description_width": "55px"}
@@ -98,16 +110,20 @@ class AllocationView(View):
         self._rows[task_id] = widgets.HBox([label, p, w])
 
     def _set(self, task_id: str, **change: Any) -> None:
-        demand = self.allocator.demands.get(task_id)
-        if demand is None or all(getattr(demand, k) == v for k, v in change.items()):
+        if getattr(self._following, "on", False):
             return  # the slider is only following the allocator
         try:
-            self.allocator.set(task_id, **change)
+            if self.scheduler is not None and task_id in list(
+                    self.scheduler.metrics().get("task", [])):
+                for key, value in change.items():
+                    getattr(self.scheduler, f"set_{key}")(task_id, value)
+            else:
+                self.allocator.set(task_id, **change)
         except LlmosError as exc:
             self.waiting.value = f"<span style='color:#b00'>{exc}</span>"
 
     def _on_policy(self, change: dict[str, Any]) -> None:
-        if change["new"] != self.allocator.policy:
+        if not getattr(self._following, "on", False) and change["new"] != self.allocator.policy:
             try:
                 self.allocator.set_policy(change["new"])
             except LlmosError as exc:

@@ -119,13 +119,11 @@ class SchedulerView(View):
                     color="grey")
         until = shares.attrs.get("until")
         if until is not None and len(rows):
-            ax.axvline(until, color="grey", linestyle=":", linewidth=1)
-            ax.annotate("shares measured until here", (until, -0.5), fontsize=7, color="grey",
-                        ha="right", va="bottom", xytext=(-2, 0), textcoords="offset points",
-                        annotation_clip=False)
+            ax.axvline(until, color="black", linestyle=":", linewidth=1)
         ax.set_yticks(range(len(shown)), [str(t) for t in shown], fontsize=8)
         ax.set_ylim(len(shown) - 0.5, -0.5)
-        ax.set_xlabel("seconds")
+        ax.set_xlabel("seconds" + (" (dotted: shares measured until here)"
+                                   if until is not None and len(rows) else ""))
         ax.set_ylabel("task")
         more = f" (first {len(shown)} of {len(tasks)} tasks)" if len(tasks) > len(shown) else ""
         ax.set_title(f"{src.name}: {len(timeline)} slices{more}", fontsize=10, loc="left")
