@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from llmos_lab.widgets import AllocationView
@@ -115,9 +116,11 @@ def test_closed_view_ignores_updates():
     alloc = three_task_allocator()
     view = AllocationView(alloc)
     view.close()
-    count = len(events._subscribers)
+    count, redraws = len(events._subscribers), view.redraws
     alloc.add(lab.Demand("late", {"memory": "1GiB", "compute": 0.5}))
+    time.sleep(0.3)  # longer than the redraw interval
     assert "late" not in view.priority and len(events._subscribers) == count
+    assert view.redraws == redraws and not view._throttle.pending
 
 
 def test_with_a_scheduler_sliders_steer_its_tasks_too():
