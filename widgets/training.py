@@ -44,11 +44,13 @@ class _Run:
         """step/total, ETA, samples/s and the latest value of every metric."""
         total = self.total or 0
         out: dict[str, Any] = {"state": self.state, "step": f"{self.step}/{total or '?'}"}
-        if self.rows:
-            per_step = self.rows[-1]["seconds"] / len(self.rows)
+        if self.rows:  # .get: rows from older histories may lack a column
+            per_step = float(self.rows[-1].get("seconds", 0.0)) / len(self.rows)
             left = max(0, total - self.step) if self.state in _RUNNING else 0
             out["ETA"] = _duration(per_step * left) if left else "-"
-            out["samples/s"] = float(np.mean([r["samples_per_s"] for r in self.rows[-10:]]))
+            rates = [r["samples_per_s"] for r in self.rows[-10:] if "samples_per_s" in r]
+            if rates:
+                out["samples/s"] = float(np.mean(rates))
             out["loss"] = float(self.rows[-1]["loss"])
             for r in reversed(self.rows):
                 for k, v in r.items():
