@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
+import torch
 from llmos_lab.widgets import KernelMonitor
 
 import llmos_lab as lab
@@ -100,3 +102,29 @@ def test_only_its_own_kernel_and_the_last_events(kernel, tmp_path):
 def test_log_panel_still_serves_as_the_widget_logger(monitor):
     monitor.log.warning("a protocol message %s", "ignored")  # what ipywidgets may call
     assert monitor.png().startswith(PNG)
+
+
+class FakeGpuKernel:
+    """What the monitor reads from a CUDA kernel with one model offloaded to host memory
+    (no GPU needed to check the drawing)."""
+
+    device = torch.device("cuda")
+    precision, memory_budget = "bf16", 2**30
+
+    def ps(self):
+        return pd.DataFrame({"name": ["gpu", "offloaded"], "state": ["resident", "host"],
+                             "bytes": [300 * 2**20, 200 * 2**20], "adapter_bytes": [0, 0],
+                             "pinned": [True, False]})
+
+    def memory(self):
+        return {"budget": self.memory_budget, "used": 300 * 2**20}
+
+
+def test_on_a_gpu_host_memory_gets_its_own_bar():
+    monitor = KernelMonitor(FakeGpuKernel())
+    top, bottom = monitor._draw().axes[:2]
+    assert [t.get_text() for t in top.get_yticklabels()] == ["device (cuda)", "host"]
+    assert [t.get_text() for t in bottom.get_yticklabels()] == ["gpu (pinned)", "offloaded"]
+    assert "300.0 MiB of 1.0 GiB" in top.get_title(loc="left")
+    assert "  offloaded: host, 200.0 MiB" in monitor._repr_mimebundle_()["text/plain"]
+    monitor.close()
