@@ -65,12 +65,12 @@ def test_live_scheduler_redraws_while_its_thread_runs_and_ends_with_every_step()
     redraws = view.redraws
     started = time.monotonic()
     sched.start()
-    assert wait_until(lambda: view.redraws >= redraws + 2, 5)  # drawn during the run
+    assert wait_until(lambda: view.redraws > redraws, 5)  # drawn during the run ...
     during = len(sched.timeline())
     assert sched.join(10)
     sched.stop()
     elapsed = time.monotonic() - started
-    assert during < 80
+    assert during < 80  # ... before the last step
     assert wait_until(lambda: not view._throttle.pending, 2)
     time.sleep(0.3)
     assert view.redraws - redraws <= elapsed / 0.25 + 3  # 80 steps, throttled to ~4/s
