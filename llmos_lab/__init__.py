@@ -11,10 +11,10 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"allocator", "assets", "checkpoints", "datasets", "devices", "errors", "events",
-               "inference", "ner",
-               "kernel", "loading", "metrics", "pipelines", "ray_backend", "scheduler",
-               "simulation", "swap", "tasks", "train_config", "trainer", "units"}
+_SUBMODULES = {"allocator", "assets", "batching", "checkpoints", "datasets", "devices",
+               "distributed", "errors", "events", "inference", "kernel", "loading", "metrics",
+               "ner", "peft_methods", "pipelines", "ray_backend", "scheduler", "simulation",
+               "swap", "tasks", "train_config", "trainer", "units", "vocab"}
 _EXPORTS = {
     "Allocator": "allocator",
     "Demand": "allocator",

@@ -20,7 +20,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import assets, batching, checkpoints, events, inference, loading, ner, peft_methods, vocab
+from . import (
+    assets,
+    batching,
+    checkpoints,
+    distributed,
+    events,
+    inference,
+    loading,
+    ner,
+    peft_methods,
+    vocab,
+)
 from .batching import micro_batch_for
 from .datasets import require_columns, require_rows
 from .devices import resolve_device
@@ -166,6 +177,20 @@ class Trainer:
         return loading.save_atomically(Path(path), self._save_adapter_files,
                                        marker="adapter_config.json", overwrite=True)
 
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save what was trained, atomically: the whole model (full fine-tune; loads with
+        ``ModelKernel.load(path)``) or the adapter and head, the tokenizer, and
+        ``history.csv``."""
+        self._check_fitted()
+
+        def write(folder: str) -> None:
+            self.model_.save_pretrained(folder)
+            self.tokenizer_.save_pretrained(folder)
+            self.history_.to_csv(Path(folder) / "history.csv", index=False)
+
+        marker = "config.json" if self.config.method == "full" else "adapter_config.json"
+        return loading.save_atomically(Path(path), write, marker=marker, overwrite=True)
+
     def _save_adapter_files(self, folder: str) -> None:
         self.model_.save_pretrained(folder)
         if getattr(self, "added_tokens_", None):  # the adapter's embeddings need these ids
@@ -256,7 +281,8 @@ class Trainer:
         cfg = self.config
         torch.manual_seed(cfg.seed)
         path = assets.model_path(cfg.model)
-        self.device_ = resolve_device(cfg.device)
+        self.replica_ = distributed.Replica(resolve_device(cfg.device))
+        self.device_ = self.replica_.device
         if cfg.precision == "fp16" and self.device_.type != "cuda":
             raise ConfigError("precision", "fp16", f"'fp32' or 'bf16' on {self.device_.type} "
                               f"(fp16 autocast with loss scaling needs CUDA)")
@@ -343,6 +369,7 @@ class Trainer:
         fingerprint = self._data_fingerprint(train_df) if cfg.checkpoint_every else None
         self.best_score_ = None
         self._stop_requested = False
+        self._train_model = self.replica_.wrap(self.model_)  # DDP across processes, if any
         self.model_.train()
         self._training = True
         while step < total:
@@ -354,7 +381,8 @@ class Trainer:
                 if step >= total:
                     break
                 t0 = time.perf_counter()
-                loss = self._accumulate(batch, ids, targets, step + 1, scaler)
+                loss = self.replica_.mean(self._accumulate(
+                    self.replica_.shard(batch), ids, targets, step + 1, scaler))
                 if cfg.max_grad_norm:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(self.model_.parameters(), cfg.max_grad_norm)
@@ -376,7 +404,8 @@ class Trainer:
                     row.update(self._eval_metrics(eval_df))
                     stop = self._should_stop(row)
                 self._rows.append(row)
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and \
+                        self.replica_.is_main:
                     self._last_checkpoint = checkpoints.save(
                         cfg.checkpoint_dir, self.model_, optimizer, scheduler, {
                             "step": step, "batch_index": index + 1, "epoch_rng": epoch_rng,
@@ -407,17 +436,20 @@ class Trainer:
                 total = 0.0
                 for start in range(0, len(batch), micro):
                     part = batch[start:start + micro]
+                    last = start + micro >= len(batch)
                     labels = ner.pad([targets[i] for i in part]) if self._tokens \
                         else torch.tensor([targets[i] for i in part])
-                    with inference.autocast(self.device_, self.config.precision):
-                        out = self.model_(**self._collate([ids[i] for i in part]),
-                                          labels=labels.to(self.device_))
+                    with self.replica_.no_sync(self._train_model, last), \
+                            inference.autocast(self.device_, self.config.precision):
+                        out = self._train_model(**self._collate([ids[i] for i in part]),
+                                                labels=labels.to(self.device_))
                     if not torch.isfinite(out.loss):
                         raise TrainingError(
                             f"loss became {out.loss.item()} at step {step}; lower lr "
                             f"(now {self.config.lr}) or check the inputs; last good "
                             f"checkpoint: {getattr(self, '_last_checkpoint', None) or 'none'}")
-                    scaler.scale(out.loss * (len(part) / len(batch))).backward()
+                    with self.replica_.no_sync(self._train_model, last):
+                        scaler.scale(out.loss * (len(part) / len(batch))).backward()
                     total += out.loss.item() * len(part) / len(batch)
                 return total
             except torch.OutOfMemoryError:

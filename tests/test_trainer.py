@@ -429,3 +429,14 @@ def test_stop_from_another_thread_ends_after_the_current_step(tiny_model, train_
             unsubscribe()
     assert trainer.history_["step"].max() == 3 < trainer.total_steps_
     assert seen == [1, 2, 3, 3]  # three steps, then train.stopped at step 3
+
+
+def test_save_writes_a_model_the_kernel_loads(fitted, test_df, tmp_path):
+    folder = fitted.save(tmp_path / "model")
+    assert (folder / "history.csv").exists() and (folder / "tokenizer.json").exists()
+    kernel = lab.ModelKernel(device="cpu", memory_budget="1GiB", precision="fp32")
+    kernel.load(folder, name="tuned")
+    served = kernel.infer("tuned", list(test_df["text"]))
+    expected = fitted.predict(test_df)
+    assert list(served["label"]) == list(expected["label"])
+    np.testing.assert_allclose(served["score"], expected["score"], rtol=1e-4)

@@ -1,0 +1,98 @@
+"""Data-parallel training on several devices through Accelerate, with the same Trainer code.
+
+Run ``Trainer(cfg).fit(...)`` under ``accelerate launch --num_processes N script.py``, or call
+:func:`launch` from a notebook (Accelerate's ``notebook_launcher``; on a machine without GPUs it
+starts N CPU processes that talk over gloo, which is how the tests exercise this path). Every
+process draws the same batch order from the seed and trains on its slice of each batch; DDP
+averages the gradients, so all replicas take the same optimizer step. The main process writes
+checkpoints and the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+class Replica:
+    """This process's part in data-parallel training; in a single process, the identity."""
+
+    def __init__(self, device: torch.device):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank, self.device, self.accelerator = 0, device, None
+        if self.world > 1:
+            from accelerate import Accelerator
+
+            self.accelerator = Accelerator(cpu=device.type == "cpu")
+            self.rank = self.accelerator.process_index
+            self.device = self.accelerator.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module to train through (DDP across processes); its parameters are the model's."""
+        if self.accelerator is None:
+            return model
+        return self.accelerator.prepare_model(model)
+
+    def shard(self, batch: np.ndarray) -> np.ndarray:
+        return batch[self.rank::self.world]
+
+    def no_sync(self, model: torch.nn.Module, last: bool):
+        """Skip the gradient all-reduce on all but the last micro-batch of a step."""
+        if self.accelerator is None or last:
+            return contextlib.nullcontext()
+        return self.accelerator.no_sync(model)
+
+    def mean(self, value: float) -> float:
+        """The average of ``value`` over the processes (each saw its own slice of a batch)."""
+        if self.accelerator is None:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        return float(self.accelerator.reduce(t, reduction="mean").item())
+
+    def wait(self) -> None:
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
+
+
+def launch(config, train_df: pd.DataFrame, eval_df: pd.DataFrame | None = None, *,
+           num_processes: int, output_dir: str | os.PathLike, port: int | None = None) -> Path:
+    """Train ``config`` on ``num_processes`` devices (GPUs, or CPU processes without them) from a
+    notebook; the main process saves the model (or adapter) and ``history.csv`` in
+    ``output_dir``, which is returned."""
+    from accelerate import notebook_launcher
+
+    from .errors import ConfigError
+
+    if isinstance(num_processes, bool) or not isinstance(num_processes, int) or \
+            num_processes < 1:
+        raise ConfigError("num_processes", num_processes, "an integer >= 1")
+    output_dir = Path(output_dir)
+    notebook_launcher(_worker, (config, train_df, eval_df, str(output_dir)),
+                      num_processes=num_processes, use_port=str(port or _free_port()))
+    return output_dir
+
+
+def _worker(config, train_df, eval_df, output_dir: str) -> None:
+    from .trainer import Trainer
+
+    trainer = Trainer(config).fit(train_df, eval_df, progress=False)
+    if trainer.replica_.is_main:
+        trainer.save(output_dir)
+    trainer.replica_.wait()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
