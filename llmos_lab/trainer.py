@@ -30,17 +30,16 @@ from . import (
     loading,
     ner,
     peft_methods,
+    train_data,
     vocab,
 )
 from .batching import micro_batch_for
-from .datasets import require_columns, require_rows
+from .datasets import require_rows
 from .devices import resolve_device
 from .errors import (
-    ColumnTypeError,
     ConfigError,
     NotFittedError,
     TrainingError,
-    UnseenLabelError,
 )
 from .metrics import ClassificationReport
 from .train_config import METHODS, PRECISIONS, TASKS, TrainConfig
@@ -242,34 +241,10 @@ class Trainer:
         return pd.DataFrame({"tokens": words, "tags": tags})
 
     def _check_frame(self, df: pd.DataFrame, what: str, with_labels: bool) -> None:
-        if self._tokens:
-            tags = self.config.tags_column if with_labels else None
-            return ner.check_frame(df, self.config.tokens_column, tags, what)
-        cols = {"text": self.config.text_column}
-        if with_labels:
-            cols["label"] = self.config.label_column
-        require_columns(df, **cols)
-        texts = df[self.config.text_column]
-        bad = texts.map(lambda t: not isinstance(t, str))
-        if bad.any():
-            rows = list(df.index[bad])[:5]
-            raise ColumnTypeError(
-                f"{what} column {self.config.text_column!r} must hold strings; "
-                f"rows {rows} do not (e.g. {texts[bad].iloc[0]!r})")
+        train_data.check_frame(self.config, df, what, with_labels)
 
     def _check_labels(self, df: pd.DataFrame, known: Sequence[Any]) -> None:
-        if self._tokens:
-            known_set = set(known)
-            rows = [r for r, tags in zip(df.index, df[self.config.tags_column], strict=True)
-                    if not set(tags) <= known_set]
-            if rows:
-                unseen = {t for tags in df[self.config.tags_column] for t in tags} - known_set
-                raise UnseenLabelError(unseen, known, rows)
-            return
-        col = df[self.config.label_column]
-        unseen_mask = ~col.isin(list(known))
-        if unseen_mask.any():
-            raise UnseenLabelError(set(col[unseen_mask]), known, list(df.index[unseen_mask]))
+        train_data.check_labels(self.config, df, known)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
@@ -314,17 +289,11 @@ class Trainer:
     def _collate(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
         return inference.collate(ids, self.tokenizer_.pad_token_id or 0, self.device_)
 
-    def _data_fingerprint(self, df: pd.DataFrame) -> str:
-        cfg = self.config
-        cols = [cfg.tokens_column, cfg.tags_column] if self._tokens \
-            else [cfg.text_column, cfg.label_column]
-        return checkpoints.fingerprint([list(map(str, df[c])) for c in cols])
-
     def _check_resumable(self, state: dict[str, Any], df: pd.DataFrame, path: Path) -> None:
         if [str(x) for x in self.labels_] != state["labels"]:
             raise ConfigError("labels", self.labels_, f"the checkpoint's {state['labels']} "
                               f"({path})")
-        if self._data_fingerprint(df) != state["data"]:
+        if train_data.fingerprint(self.config, df) != state["data"]:
             raise ConfigError("train_df", "(these rows)", f"the training data the checkpoint "
                               f"{path} was written with (same rows, same order)")
 
@@ -366,7 +335,7 @@ class Trainer:
             rng.bit_generator.state = state["epoch_rng"]
             step, skip, self._rows = state["step"], state["batch_index"], state["history"]
             self._last_checkpoint = resume
-        fingerprint = self._data_fingerprint(train_df) if cfg.checkpoint_every else None
+        fingerprint = train_data.fingerprint(cfg, train_df) if cfg.checkpoint_every else None
         self.best_score_ = None
         self._stop_requested = False
         self._train_model = self.replica_.wrap(self.model_)  # DDP across processes, if any
