@@ -10,6 +10,7 @@ Any error in the browser console fails the test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -163,6 +164,12 @@ def test_every_widget_renders_and_reacts_in_jupyterlab(chromium, lab_server, tmp
             page.screenshot(path=str(tmp_path / "jupyterlab.png"))
             for view in VIEWS:
                 page.locator(f".llmos-{view}").first.screenshot(path=str(tmp_path / f"{view}.png"))
+        except BaseException:
+            with contextlib.suppress(Exception):  # what the page looked like when it failed
+                page.screenshot(path=str(tmp_path / "failure.png"))
+            print(f"browser test artefacts (screenshots, console.log): {tmp_path}")
+            print("console errors so far:", *console_errors or ["none"], sep="\n  ")
+            raise
         finally:
             context.close()
     assert not console_errors, "errors in the browser console:\n" + "\n".join(console_errors)
