@@ -26,6 +26,7 @@ from . import (
     checkpoints,
     distributed,
     events,
+    fastpath,
     inference,
     loading,
     ner,
@@ -274,6 +275,8 @@ class Trainer:
                 self.added_tokens_ = vocab.unknown_words(
                     self.tokenizer_, train_df[cfg.tokens_column], limit=cfg.extend_vocab)
                 new_ids = vocab.extend(self.tokenizer_, self.model_, self.added_tokens_)
+            # the head reads [CLS] only: compute the last layer for it alone (same numbers)
+            fastpath.first_token_only(self.model_)
             if cfg.method != "full":
                 self.model_ = peft_methods.wrap(self.model_, cfg, new_ids)
             self.model_.to(self.device_)

@@ -78,6 +78,25 @@ def test_throttle_coalesces_a_burst_and_always_runs_the_last_state():
     assert all(b - a >= 0.1 - 0.01 for a, b in itertools.pairwise(times))
 
 
+def test_throttle_spaces_expensive_runs_to_a_share_of_the_time():
+    times = []
+
+    def slow_draw():
+        times.append(time.monotonic())
+        time.sleep(0.05)
+
+    throttle = Throttle(slow_draw, interval=0.01, share=0.25)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        throttle()
+        time.sleep(0.005)
+    assert wait_until(lambda: not throttle.pending, 2)
+    assert throttle.spacing >= 0.05 / 0.25
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps and min(gaps) >= 0.19  # 0.05 s of drawing per 0.2 s at most, not per 0.01 s
+    assert len(times) <= 7
+
+
 def test_throttle_close_cancels_and_flush_runs_now():
     calls = []
     throttle = Throttle(lambda: calls.append(threading.current_thread()), interval=5.0)
