@@ -10,6 +10,7 @@ from llmos_lab.widgets import AllocationView
 
 import llmos_lab as lab
 from llmos_lab import events
+from llmos_lab.errors import ConfigError
 from tests.test_widgets import three_task_allocator, wait_until
 
 
@@ -135,5 +136,5 @@ def test_with_a_scheduler_sliders_steer_its_tasks_too():
     view.weight["outside"].value = 2.0  # straight to the allocator
     assert alloc.demands["outside"].weight == 2.0
     view.close()
-    with pytest.raises(ValueError, match="allocator"):
+    with pytest.raises(ConfigError, match="allocator"):
         AllocationView(lab.Allocator(capacity={"memory": "1GiB"}), scheduler=sched)

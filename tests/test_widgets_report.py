@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from llmos_lab.widgets import ReportView
 
+from llmos_lab.errors import ConfigError
 from llmos_lab.metrics import ClassificationReport
 from tests.test_widgets import report
 from widgets._render import cell_style
@@ -86,9 +87,9 @@ def test_many_classes_are_drawn_without_numbers_in_cells():
 def test_bad_input_is_refused():
     with pytest.raises(TypeError, match="ClassificationReports"):
         ReportView({"accuracy": 1.0})
-    with pytest.raises(ValueError, match="one per report"):
+    with pytest.raises(ConfigError, match="one per report"):
         ReportView(report(0), report(1), names=("only",))
     view = ReportView(report(0))
-    with pytest.raises(ValueError, match="second report"):
+    with pytest.raises(ConfigError, match="second report"):
         view.difference()
     view.close()

@@ -10,6 +10,7 @@ import pytest
 from llmos_lab.widgets import SchedulerView
 
 import llmos_lab as lab
+from llmos_lab.errors import ConfigError
 from tests.test_widgets import trace, wait_until
 
 
@@ -42,7 +43,7 @@ def test_same_policy_twice_is_told_apart_and_names_must_match():
     view = SchedulerView(a, b)
     assert [s.name for s in view.sources] == ["A: rr", "B: rr"]
     view.close()
-    with pytest.raises(ValueError, match="one per source"):
+    with pytest.raises(ConfigError, match="one per source"):
         SchedulerView(a, b, names=["only one"])
     with pytest.raises(TypeError, match="Scheduler or a SimulationResult"):
         SchedulerView(trace())

@@ -9,6 +9,7 @@ from llmos_lab.widgets import TrainingDashboard
 
 import llmos_lab as lab
 from llmos_lab import events
+from llmos_lab.errors import ConfigError
 from tests.test_trainer import keyword_frame, tiny_config
 from tests.test_widgets import wait_until
 
@@ -83,7 +84,7 @@ def test_several_runs_share_one_chart_with_their_names():
     dash.png()
     assert dash.progress.value == 9  # 6 + 3 + 0
     dash.close()
-    with pytest.raises(ValueError, match="one per trainer"):
+    with pytest.raises(ConfigError, match="one per trainer"):
         TrainingDashboard(full, names=["a", "b"])
 
 

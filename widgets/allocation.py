@@ -19,7 +19,7 @@ from matplotlib.patches import Patch
 from llmos_lab import allocator as alloc_mod
 from llmos_lab import events
 from llmos_lab.allocator import Allocation, Allocator
-from llmos_lab.errors import LlmosError
+from llmos_lab.errors import ConfigError, LlmosError
 
 from ._render import View, byte_unit, label_bars, new_figure
 
@@ -42,7 +42,7 @@ class AllocationView(View):
     def __init__(self, allocator: Allocator, *, scheduler: Any = None):
         super().__init__()
         if scheduler is not None and scheduler.allocator is not allocator:
-            raise ValueError("scheduler: one whose allocator is this allocator")
+            raise ConfigError("scheduler", scheduler, "one whose allocator is this allocator")
         self.allocator, self.scheduler = allocator, scheduler
         self._allocation: Allocation | None = allocator.allocation_
         self._colours: dict[str, int] = {}

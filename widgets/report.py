@@ -14,6 +14,7 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 
+from llmos_lab.errors import ConfigError
 from llmos_lab.metrics import ClassificationReport
 
 from ._render import View, html_table, new_figure
@@ -38,7 +39,7 @@ class ReportView(View):
                 raise TypeError(f"ReportView shows ClassificationReports, got "
                                 f"{type(r).__name__}")
         if len(names) < (2 if other is not None else 1):
-            raise ValueError(f"names: one per report, got {list(names)}")
+            raise ConfigError("names", list(names), "one per report")
         self.report, self.other, self.names = report, other, list(names)
         self.normalize = widgets.Checkbox(value=True, description="normalise rows (recall)",
                                           indent=False)
@@ -57,7 +58,7 @@ class ReportView(View):
     def difference(self) -> pd.DataFrame:
         """Per class (and averages): ``other - report`` for precision, recall, F1, support."""
         if self.other is None:
-            raise ValueError("difference() needs a second report (other=...)")
+            raise ConfigError("other", None, "a second report: difference() needs one")
         a, b = self.report.table, self.other.table
         averages = [i for i in dict.fromkeys([*a.index, *b.index]) if i in AVERAGES]
         index = [*dict.fromkeys([*self.report.labels, *self.other.labels]), *averages]

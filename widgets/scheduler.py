@@ -15,6 +15,7 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 
+from llmos_lab.errors import ConfigError
 from llmos_lab.scheduler import Scheduler
 from llmos_lab.simulation import SimulationResult
 
@@ -67,7 +68,7 @@ class SchedulerView(View):
         raw = [source] if other is None else [source, other]
         names = list(names) if names is not None else [None] * len(raw)
         if len(names) != len(raw):
-            raise ValueError(f"names: one per source ({len(raw)}), got {len(names)}")
+            raise ConfigError("names", names, f"one per source ({len(raw)})")
         self.sources = [_Source(s, n) for s, n in zip(raw, names, strict=True)]
         if len({s.name for s in self.sources}) < len(self.sources):  # same policy twice
             for s, tag in zip(self.sources, "AB", strict=False):

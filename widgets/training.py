@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from llmos_lab import events
-from llmos_lab.errors import NotFittedError
+from llmos_lab.errors import ConfigError, NotFittedError
 
 from ._render import View, html_table, new_figure
 
@@ -72,7 +72,7 @@ class TrainingDashboard(View):
     def __init__(self, *trainers: Any, names: list[str] | None = None):
         super().__init__()
         if names is not None and len(names) != len(trainers):
-            raise ValueError(f"names: one per trainer ({len(trainers)}), got {len(names)}")
+            raise ConfigError("names", names, f"one per trainer ({len(trainers)})")
         self.runs: list[_Run] = []
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="0/0",
                                             style={"description_width": "70px"})
