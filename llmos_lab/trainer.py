@@ -116,6 +116,7 @@ class Trainer:
                 self.model_, cfg.max_length, memory, cfg.batch_size, device=self.device_,
                 precision=cfg.precision, key=key))
         self.micro_batch_size_ = min(micro, cfg.batch_size)
+        self._stop_requested = False  # a new run; stop() from here on ends it
         self._per_epoch = math.ceil(len(train_df) / cfg.batch_size)
         self.total_steps_ = cfg.max_steps or max(1, math.ceil(cfg.epochs * self._per_epoch))
         return self._loop(train_df, eval_df, resume)
@@ -340,7 +341,6 @@ class Trainer:
             self._last_checkpoint = resume
         fingerprint = train_data.fingerprint(cfg, train_df) if cfg.checkpoint_every else None
         self.best_score_ = None
-        self._stop_requested = False
         self._train_model = self.replica_.wrap(self.model_)  # DDP across processes, if any
         self.model_.train()
         self._training = True
