@@ -41,8 +41,8 @@ import numpy as np
 import torch
 
 import llmos_lab as lab
-from benchmarks.bench_kernel import _config, _r, private_home, run
-from llmos_lab import assets, datasets, inference
+from benchmarks.bench_kernel import _config, _r, _tweets, private_home, run
+from llmos_lab import assets, inference
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ LORA_LR = 1e-3  # adapters start at zero and need a larger step than full fine-t
 
 
 def _data(sizes: Sizes):
-    df = datasets.load("tweets-sentiment")
+    df = _tweets()  # read and de-duplicated once per process, as in bench_kernel
     train = df[df["split"] == "train"].sample(sizes.train_rows, random_state=SEED)
     test = df[df["split"] == "test"].sample(sizes.test_rows, random_state=SEED)
     return train.reset_index(drop=True), test.reset_index(drop=True), df.attrs["labels"]
@@ -124,8 +124,9 @@ def _lengths(tokenizer, texts: Sequence[str], max_length: int) -> list[int]:
                                       max_length=max_length)["input_ids"]]
 
 
-def _accuracy(model, tokenizer, test, labels) -> float:
-    probs = inference.class_probabilities(model, tokenizer, list(test["text"]), max_length=64,
+def _accuracy(model, tokenizer, test, labels, max_length: int) -> float:
+    probs = inference.class_probabilities(model, tokenizer, list(test["text"]),
+                                          max_length=max_length,
                                           batch_size=64, device=torch.device("cpu"))
     predicted = [labels[i] for i in probs.argmax(axis=1)]
     return float(np.mean([p == y for p, y in zip(predicted, test["label"], strict=True)]))
@@ -148,7 +149,8 @@ def ours(sizes: Sizes, precision: str = "fp32", method: str = "full") -> dict[st
     model = trainer.model_
     lengths = _lengths(trainer.tokenizer_, train["text"], sizes.max_length)
     return {"samples_per_s": len(train) * sizes.epochs / seconds, "seconds": seconds,
-            "accuracy": _accuracy(model, trainer.tokenizer_, test, trainer.labels_),
+            "accuracy": _accuracy(model, trainer.tokenizer_, test, trainer.labels_,
+                                  sizes.max_length),
             "flops": model_flops(model, lengths) * sizes.epochs,
             "trainable": trainer.trainable_parameters_[0], "rss_increase": rss.increase,
             "parameters": trainer.trainable_parameters_[1]}
@@ -189,7 +191,7 @@ def theirs(sizes: Sizes, precision: str = "fp32", strategy: str = "random") -> d
         seconds = time.perf_counter() - t0
     lengths = [len(r["input_ids"]) for r in rows]
     return {"samples_per_s": len(rows) * sizes.epochs / seconds, "seconds": seconds,
-            "accuracy": _accuracy(model, tokenizer, test, labels),
+            "accuracy": _accuracy(model, tokenizer, test, labels, sizes.max_length),
             "flops": model_flops(model, lengths) * sizes.epochs}
 
 

@@ -111,7 +111,7 @@ class Trainer:
         self._setup_model(train_df)
         micro = cfg.micro_batch_size or cfg.batch_size
         if memory is not None:
-            key = f"{assets.model_path(cfg.model)}|{cfg.method}|{self.trainable_parameters_[0]}"
+            key = f"{self._model_path}|{cfg.method}|{self.trainable_parameters_[0]}"
             micro = min(micro, micro_batch_for(
                 self.model_, cfg.max_length, memory, cfg.batch_size, device=self.device_,
                 precision=cfg.precision, key=key))
@@ -257,7 +257,7 @@ class Trainer:
 
         cfg = self.config
         torch.manual_seed(cfg.seed)
-        path = assets.model_path(cfg.model)
+        path = self._model_path = assets.model_path(cfg.model)
         self.replica_ = distributed.Replica(resolve_device(cfg.device))
         self.device_ = self.replica_.device
         if cfg.precision == "fp16" and self.device_.type != "cuda":
