@@ -15,10 +15,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,17 +182,15 @@ def tiny_causal_lm_path(hidden_size: int = 32, layers: int = 2) -> Path:
 
 
 def _save_built(target: Path, model, tokenizer) -> Path:
+    from . import _io
     from .loading import quiet
 
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
-    with quiet():
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    try:
-        tmp.rename(target)  # atomic: a crash never leaves a half-written model folder
-    except OSError:  # another process won the race
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    def write(folder: str) -> None:
+        with quiet():
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+
+    return _io.write_folder(target, write, kind="model", replace=False, what="built model")
 
 
 def check() -> pd.DataFrame:

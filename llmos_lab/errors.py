@@ -18,13 +18,22 @@ def _choices(choices: Iterable[str]) -> str:
     return ", ".join(sorted(str(c) for c in choices)) or "(none)"
 
 
+def did_you_mean(name: object, choices: Iterable[str]) -> str:
+    """`` (did you mean 'epochs'?)`` when a close name exists, else an empty string."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 class UnknownNameError(LlmosError, KeyError):
     """A name looked up in a registry (model, dataset, policy, ...) is not there."""
 
     def __init__(self, kind: str, name: str, choices: Iterable[str]):
         self.kind, self.name, self.choices = kind, name, sorted(str(c) for c in choices)
         plural = kind[:-1] + "ies" if kind.endswith("y") else kind + "s"
-        super().__init__(f"unknown {kind} {name!r}; known {plural}: {_choices(self.choices)}")
+        super().__init__(f"unknown {kind} {name!r}; known {plural}: {_choices(self.choices)}"
+                         f"{did_you_mean(name, self.choices)}")
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
@@ -119,3 +128,50 @@ class ModelStateError(LlmosError, RuntimeError):
 
 class AdapterError(LlmosError, ValueError):
     """An adapter that cannot be added or is not there; names the model and its adapters."""
+
+
+class OutputError(LlmosError, OSError):
+    """An output (checkpoint, saved model, executed notebook) cannot be written where asked,
+    or must not be: names the path. What was there before is left as it was."""
+
+    def __init__(self, path: object, message: str):
+        self.path = path
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class CheckpointError(LlmosError, ValueError):
+    """A checkpoint that cannot be resumed: names the file, the problem, and an intact
+    checkpoint to resume from when there is one."""
+
+    def __init__(self, message: str, path: object = None, intact: object = None):
+        self.path, self.intact = path, intact
+        super().__init__(message)
+
+
+class ModelSourceError(LlmosError, ValueError):
+    """A folder or file given as a model (or adapter) that is not one: names it and what is
+    missing or broken."""
+
+
+class NotebookError(ParameterError):
+    """A notebook file that cannot be read as one (not JSON, empty, not nbformat)."""
+
+
+class UnknownArgumentError(LlmosError, TypeError):
+    """A keyword argument that the call does not take; suggests the close one."""
+
+    def __init__(self, where: str, name: str, known: Iterable[str]):
+        self.where, self.name = where, name
+        super().__init__(f"{where} got an unexpected keyword argument {name!r}"
+                         f"{did_you_mean(name, known)}; it takes: {_choices(known)}")
+
+
+def check_keywords(where: str, given: Iterable[str], known: Iterable[str]) -> None:
+    """Raise :class:`UnknownArgumentError` for the first name in ``given`` not in ``known``."""
+    known = list(known)
+    for name in given:
+        if name not in known:
+            raise UnknownArgumentError(where, name, known)

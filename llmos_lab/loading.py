@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from . import assets
+from . import _io, assets
 from .errors import ConfigError, TaskError
 
 TASKS = ("sequence-classification", "token-classification", "causal-lm")
@@ -159,8 +159,9 @@ def load(source: Source, task: str, head: dict[str, Any], dtype: torch.dtype | N
         if not complete:
             return model, tokenizer, None
         image = gguf_conversion(Path(source.folder) / source.gguf_file)
-        save_atomically(image, lambda folder: (model.save_pretrained(folder),
-                                              tokenizer.save_pretrained(folder)))
+        _io.write_folder(image, lambda folder: (model.save_pretrained(folder),
+                                                tokenizer.save_pretrained(folder)),
+                         kind="model", replace=False, what="GGUF conversion")
         return model, tokenizer, image
     return model, tokenizer, Path(source.folder) if complete else None
 
@@ -176,36 +177,6 @@ def load_weights(source: Source, task: str, head: dict[str, Any], dtype: torch.d
             source.folder, output_loading_info=True, **kwargs)
     model.eval()
     return model, not (info["missing_keys"] or info.get("mismatched_keys"))
-
-
-def save_atomically(target: Path, writer, marker: str = "config.json",
-                    overwrite: bool = False) -> Path:
-    """Write a folder under a temporary name and rename it, so a crash never leaves half of
-    one. If ``target`` exists already (its ``marker`` file is there) it is kept, unless
-    ``overwrite``: then the old folder is moved aside, the new one renamed in, the old deleted."""
-    import shutil
-    import tempfile
-
-    if (target / marker).exists() and not overwrite:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        with quiet():
-            writer(str(tmp))
-        if overwrite and target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
-            os.replace(target, old / target.name)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except OSError:
-        if not (target / marker).exists():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def module_bytes(module: torch.nn.Module, dtype: torch.dtype | None = None) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from . import loading
+from . import _io, loading
 
 
 @dataclass(eq=False)
@@ -98,4 +98,5 @@ class SwapSpace:
         with self._lock:
             self._serial += 1
             target = self.folder / f"{label}-{os.getpid()}-{self._serial}"
-        return loading.save_atomically(target, writer)
+        with loading.quiet():
+            return _io.write_folder(target, writer, kind="swap", what="swap image")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .devices import check_device
-from .errors import ConfigError
+from .errors import ConfigError, check_keywords, did_you_mean
 
 TASKS = ("sequence-classification", "token-classification")
 METHODS = ("full", "lora", "ia3")
@@ -73,7 +73,10 @@ class TrainConfig:
     patience: int = _help("evaluations without improvement before early stopping", 3)
     checkpoint_every: int | None = _help(
         "write a checkpoint (weights, optimizer, RNGs, data position) every N steps", None)
-    checkpoint_dir: str | None = _help("folder of the checkpoint, replaced atomically", None)
+    checkpoint_dir: str | None = _help(
+        "folder of checkpoint versions (step-N/, LATEST); new, empty or written by a Trainer",
+        None)
+    keep_checkpoints: int = _help("how many of the newest checkpoint versions to keep", 2)
     precision: str = _help(
         f"one of {PRECISIONS}: fp32, or bf16 / fp16 autocast for the forward pass (fp16 with "
         f"loss scaling, CUDA only; bf16 is fast on CUDA and on CPUs with avx512_bf16 / AMX)",
@@ -107,6 +110,7 @@ class TrainConfig:
         if self.eval_every is not None:
             _positive_int("eval_every", self.eval_every)
         _positive_int("patience", self.patience)
+        _positive_int("keep_checkpoints", self.keep_checkpoints)
         if self.early_stopping is not None and not (
                 isinstance(self.early_stopping, str) and self.early_stopping.startswith("eval_")):
             raise ConfigError("early_stopping", self.early_stopping,
@@ -132,10 +136,13 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from notebook parameters; an unknown key names the valid ones."""
+        if not isinstance(values, dict):
+            raise ConfigError("config", values, "a dict of TrainConfig fields")
         known = {f.name for f in dataclasses.fields(cls)}
         for key in values:
             if key not in known:
-                raise ConfigError(key, values[key], f"a TrainConfig field: {sorted(known)}")
+                raise ConfigError(key, values[key], f"a TrainConfig field{did_you_mean(key, known)}"
+                                  f" (one of {sorted(known)})")
         return cls(**values)
 
     @classmethod
@@ -158,3 +165,20 @@ def _positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
 def _choice(name: str, value: Any, choices: Sequence[str]) -> None:
     if value not in choices:
         raise ConfigError(name, value, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def _checked_init(cls):
+    """Wrap the dataclass ``__init__`` so a misspelt field says which one was meant."""
+    init = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls)]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        check_keywords(cls.__name__, kwargs, names)
+        init(self, *args, **kwargs)
+
+    __init__.__doc__, __init__.__wrapped__ = init.__doc__, init
+    cls.__init__ = __init__
+    return cls
+
+
+_checked_init(TrainConfig)

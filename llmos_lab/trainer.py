@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from . import (
+    _io,
     assets,
     batching,
     checkpoints,
@@ -81,8 +82,8 @@ class Trainer:
         """Continue an interrupted run from its checkpoint folder: on the same data and
         machine it ends with exactly the weights of an uninterrupted run."""
         state = checkpoints.read_state(path)
-        trainer = cls(TrainConfig.from_dict(state["config"]))
-        trainer._resume_from = Path(path)
+        trainer = cls(checkpoints.config_of(state, TrainConfig.from_dict))
+        trainer._resume_from = Path(state["version"])
         return trainer.fit(train_df, eval_df, progress=progress)
 
     def steps(self, train_df: pd.DataFrame, eval_df: pd.DataFrame | None = None, *,
@@ -106,6 +107,8 @@ class Trainer:
             self._check_labels(eval_df, labels)
         self.labels_ = labels
         resume = getattr(self, "_resume_from", None)
+        if cfg.checkpoint_every:  # refuse a folder of someone else's files before training
+            checkpoints.prepare(cfg.checkpoint_dir)
         if resume is not None:
             self._check_resumable(checkpoints.read_state(resume), train_df, resume)
         self._setup_model(train_df)
@@ -175,8 +178,8 @@ class Trainer:
             raise ConfigError("method", self.config.method,
                               "'lora' or 'ia3' to save an adapter (a full fine-tune saves the "
                               "model)")
-        return loading.save_atomically(Path(path), self._save_adapter_files,
-                                       marker="adapter_config.json", overwrite=True)
+        return _io.write_folder(path, self._save_adapter_files, kind="adapter",
+                                what="adapter folder")
 
     def save(self, path: str | os.PathLike) -> Path:
         """Save what was trained, atomically: the whole model (full fine-tune; loads with
@@ -189,8 +192,8 @@ class Trainer:
             self.tokenizer_.save_pretrained(folder)
             self.history_.to_csv(Path(folder) / "history.csv", index=False)
 
-        marker = "config.json" if self.config.method == "full" else "adapter_config.json"
-        return loading.save_atomically(Path(path), write, marker=marker, overwrite=True)
+        with loading.quiet():
+            return _io.write_folder(path, write, kind="model", what="save folder")
 
     def _save_adapter_files(self, folder: str) -> None:
         self.model_.save_pretrained(folder)
@@ -336,7 +339,7 @@ class Trainer:
         if resume is not None:
             state = checkpoints.read_state(resume)
             checkpoints.restore(resume, self.model_, optimizer, scheduler)
-            rng.bit_generator.state = state["epoch_rng"]
+            checkpoints.restore_rng(rng, state)
             step, skip, self._rows = state["step"], state["batch_index"], state["history"]
             self._last_checkpoint = resume
         fingerprint = train_data.fingerprint(cfg, train_df) if cfg.checkpoint_every else None
@@ -382,7 +385,8 @@ class Trainer:
                         cfg.checkpoint_dir, self.model_, optimizer, scheduler, {
                             "step": step, "batch_index": index + 1, "epoch_rng": epoch_rng,
                             "config": dataclasses.asdict(cfg), "data": fingerprint,
-                            "labels": [str(x) for x in self.labels_], "history": self._rows})
+                            "labels": [str(x) for x in self.labels_], "history": self._rows},
+                        keep=cfg.keep_checkpoints)
                 events.publish("train.step", trainer=self, total_steps=total, **row)
                 yield row
                 if stop:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import llmos_lab as lab
-from llmos_lab.errors import ConfigError, TrainingError
+from llmos_lab.errors import CheckpointError, ConfigError, TrainingError
 from tests.test_trainer import keyword_frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +54,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_model, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reference", "run"]  # no temp left
 
     resumed = lab.Trainer.resume(folder, data, progress=False)
+    assert not [p for p in folder.rglob(".*") if ".tmp-" in p.name]  # the dead writer's part
     for (name, a), (_, b) in zip(reference.model_.named_parameters(),
                                  resumed.model_.named_parameters(), strict=True):
         assert torch.equal(a, b), name
@@ -69,7 +70,7 @@ def test_resume_refuses_other_data_or_labels(tiny_model, tmp_path):
     relabelled = data.assign(label=data["label"].map({"pos": "good", "neg": "bad"}))
     with pytest.raises(ConfigError, match="labels"):
         lab.Trainer.resume(tmp_path / "ck", relabelled, progress=False)
-    with pytest.raises(ConfigError, match=r"no state\.json"):
+    with pytest.raises(CheckpointError, match=r"no state\.json"):
         lab.Trainer.resume(tmp_path, data, progress=False)
     with pytest.raises(ConfigError, match="checkpoint_dir"):
         lab.TrainConfig(checkpoint_every=5)
