@@ -169,7 +169,7 @@ def _reads(version: Path) -> bool:
                 not isinstance(state.get(k), t) for k, t in _STATE_KEYS.items()):
             return False
         with safe_open(str(version / "model.safetensors"), "pt") as fh:
-            for key in fh.keys():
+            for key in fh.keys():  # noqa: SIM118 (safe_open is not iterable)
                 fh.get_tensor(key)
         torch.load(version / "optimizer.pt", weights_only=False)
     except Exception:

@@ -8,7 +8,6 @@ model on the ``meta`` device, so the kernel can make room *before* the weights a
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
