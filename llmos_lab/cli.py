@@ -15,7 +15,8 @@ def _run(args: argparse.Namespace) -> int:
 
     params = {name: value for name, value in args.parameter}
     print(f"running {args.notebook} with {params or 'its defaults'} ...", flush=True)
-    result = pipelines.run(args.notebook, params, args.output_dir, progress=args.progress)
+    result = pipelines.run(args.notebook, params, args.output_dir, progress=args.progress,
+                           timeout=args.timeout)
     width = max([len(k) for k in result.records] + [8])
     for key, value in result.records.items():
         shown = f"{value:.4f}" if isinstance(value, float) else value
@@ -90,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output-dir", default="runs",
                      help="folder for the executed notebook (created; default: runs)")
     run.add_argument("--progress", action="store_true", help="show papermill's progress bar")
+    run.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                     help="fail a cell that runs longer than this (default: no limit)")
     run.set_defaults(func=_run)
 
     assets = sub.add_parser("assets", help="offline models and data sets")

@@ -11,15 +11,19 @@ failed run is kept as ``<name>.failed.ipynb`` for inspection and raises
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import math
 import os
+import signal
 import time
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import NotebookExecutionError, ParameterError
+from .errors import NotebookError, NotebookExecutionError, OutputError, ParameterError
 
 RECORD_MIME = "application/vnd.llmos-lab.record+json"
 _records: dict[str, Any] = {}
@@ -93,32 +97,125 @@ def run(notebook: str | os.PathLike, params: dict[str, Any] | None = None,
         progress: bool = False, timeout: float | None = None) -> RunResult:
     """Execute ``notebook`` with ``params`` and return what it recorded.
 
-    Parameters the notebook does not declare raise :class:`ParameterError` before anything
-    runs; string values (from the command line) are converted to the declared type.
+    Everything is checked before a kernel starts: the notebook (a readable .ipynb), the
+    parameters (declared by the notebook, values of the declared type; strings from the
+    command line are converted), the output folder (writable, not a file) and the output name
+    (a file name that does not replace the source notebook). ``timeout`` is seconds per cell.
+    A failed run (an exception in a cell, a cell timeout, a dead kernel) raises
+    :class:`NotebookExecutionError` naming the cell and keeps ``NAME.failed.ipynb``.
     """
     import papermill
-    from papermill.exceptions import PapermillExecutionError
 
     path = _existing(notebook)
-    params = coerce_parameters(path, params or {})
-    out_dir = Path(output_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = output_name or path.name
-    final = out_dir / name
-    partial = out_dir / f".{Path(name).stem}.partial.ipynb"
+    if params is not None and not isinstance(params, Mapping):
+        raise ParameterError(f"params must be a dict of parameter name to value, got "
+                             f"{type(params).__name__}")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not timeout > 0 or not math.isfinite(timeout)):
+        raise ParameterError(f"timeout must be None or a number of seconds > 0, got {timeout!r}")
+    params = coerce_parameters(path, dict(params or {}))
+    final = _output_path(path, output_dir, output_name)
+    failed = final.with_name(f"{final.stem}.failed.ipynb")
+    partial = final.with_name(f".{final.stem}.partial-{os.getpid()}.ipynb")
+    manager, watched = _watched_kernel_manager()
     started = time.perf_counter()
     try:
         papermill.execute_notebook(
             str(path), str(partial), parameters=params, cwd=str(path.parent),
-            progress_bar=progress, execution_timeout=timeout,
+            progress_bar=progress, execution_timeout=timeout, kernel_manager_class=manager,
         )
-    except PapermillExecutionError as exc:
-        failed = out_dir / f"{Path(name).stem}.failed.ipynb"
+    except Exception as exc:
+        cause = _failure(exc, partial, watched, timeout)
+        if not partial.exists():
+            raise NotebookExecutionError(str(path), "(nothing was written)", cause) from exc
         os.replace(partial, failed)
-        raise NotebookExecutionError(str(path), str(failed),
-                                     f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}") from exc
+        raise NotebookExecutionError(str(path), str(failed), cause) from exc
+    except BaseException:  # Ctrl-C: no partial file left behind
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise
     os.replace(partial, final)
+    with contextlib.suppress(OSError):
+        failed.unlink()  # an earlier failure of this run is stale now
     return RunResult(path, final, params, read_records(final), time.perf_counter() - started)
+
+
+def _output_path(source: Path, output_dir: str | os.PathLike, name: str | None) -> Path:
+    """The executed notebook's path, checked; its folder is created."""
+    if name is not None and (not isinstance(name, str) or Path(name).name != name
+                             or name in ("", ".", "..") or not name.endswith(".ipynb")):
+        raise ParameterError(f"output_name must be a file name ending in .ipynb, inside the "
+                             f"output folder, got {name!r}")
+    out_dir = Path(output_dir).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(out_dir, f"output folder {str(out_dir)!r} is a file")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(out_dir, f"cannot create the output folder {str(out_dir)!r}: "
+                          f"{exc.strerror or exc}") from exc
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise OutputError(out_dir, f"output folder {str(out_dir)!r} is not writable")
+    final = out_dir / (name or source.name)
+    if final == source:
+        raise OutputError(final, f"the executed notebook would replace its source "
+                          f"{str(source)!r}; choose another output folder or output_name")
+    if final.is_dir():
+        raise OutputError(final, f"{str(final)!r} is a folder; choose another output_name")
+    return final
+
+
+def _watched_kernel_manager():
+    """A kernel manager class that notes how its kernel process ended (its signal)."""
+    from jupyter_client import AsyncKernelManager
+
+    watched: dict[str, Any] = {}
+
+    class Watched(AsyncKernelManager):
+        async def _async_is_alive(self) -> bool:
+            alive = await super()._async_is_alive()
+            process = getattr(self.provisioner, "process", None)
+            if not alive and process is not None and "returncode" not in watched:
+                watched["returncode"] = process.poll()
+            return alive
+
+        is_alive = _async_is_alive  # the client calls one name, nbclient the other
+
+    return Watched, watched
+
+
+def _failure(exc: BaseException, partial: Path, watched: dict[str, Any],
+             timeout: float | None) -> str:
+    """What went wrong, in one line, with the cell it happened in."""
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(exc, PapermillExecutionError):
+        return f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
+    where = _running_cell(partial)
+    if isinstance(exc, CellTimeoutError):
+        return f"{where} timed out after {timeout:g} s (timeout per cell)"
+    if isinstance(exc, DeadKernelError):
+        code = watched.get("returncode")
+        how = f"killed by {signal.Signals(-code).name}" if isinstance(code, int) and code < 0 \
+            else f"exit status {code}" if code is not None else "it stopped answering"
+        hint = " (out of memory?)" if code == -signal.SIGKILL else ""
+        return f"the kernel died during {where}: {how}{hint}"
+    return f"{where}: {type(exc).__name__}: {exc}"
+
+
+def _running_cell(partial: Path) -> str:
+    try:
+        nb = json.loads(partial.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "start-up"
+    started = [(i, c) for i, c in enumerate(nb.get("cells", []))
+               if c.get("metadata", {}).get("papermill", {}).get("start_time")]
+    if not started:
+        return "start-up"
+    index, cell = started[-1]  # the last cell that began is the one that never ended
+    source = "".join(cell.get("source", "")).strip().splitlines()
+    return f"cell {index} ({source[0][:60]!r})" if source else f"cell {index}"
 
 
 def read_records(executed: str | os.PathLike) -> dict[str, Any]:
@@ -159,7 +256,9 @@ def _declared_type(info: dict[str, Any]) -> str:
 
 
 def _coerce(key: str, value: Any, declared: str) -> Any:
-    if not isinstance(value, str) or declared == "str":
+    if not isinstance(value, str):
+        return _checked_value(key, value, declared)
+    if declared == "str":
         return value
     try:
         if declared == "int":
@@ -181,8 +280,34 @@ def _coerce(key: str, value: Any, declared: str) -> Any:
         return value
 
 
+def _checked_value(key: str, value: Any, declared: str) -> Any:
+    """A non-string value must already be of the declared type (an int may stand for a
+    float); a float is never silently cut to an int."""
+    ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "bool": lambda v: isinstance(v, bool),
+          "str": lambda v: False}.get(declared)
+    if ok is not None and not ok(value):
+        raise ParameterError(f"parameter {key!r} is declared {declared}; {value!r} is a "
+                             f"{type(value).__name__}")
+    return float(value) if declared == "float" else value
+
+
 def _existing(notebook: str | os.PathLike) -> Path:
+    if not isinstance(notebook, (str, os.PathLike)):
+        raise ParameterError(f"notebook must be a path to an .ipynb file, got "
+                             f"{type(notebook).__name__}")
     path = Path(notebook)
     if path.suffix != ".ipynb" or not path.is_file():
         raise ParameterError(f"notebook {str(path)!r} does not exist or is not an .ipynb file")
+    import nbformat
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            nbformat.read(str(path), as_version=4)
+    except Exception as exc:  # NotJSONError, ValidationError, AttributeError for a JSON list...
+        raise NotebookError(f"notebook {str(path)!r} cannot be read as a Jupyter notebook: "
+                            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                            ) from None
     return path.resolve()

@@ -134,3 +134,63 @@ def test_cli_assets_check_lists_every_asset(tmp_path):
         assert name in proc.stdout
     proc = cli("assets", "check", "no-such-asset", cwd=tmp_path)
     assert proc.returncode == 2 and "unknown asset 'no-such-asset'" in proc.stderr
+
+
+# ---------------------------------------------------------------- failures, named and kept
+
+def test_a_dead_kernel_names_the_signal_and_the_cell_and_keeps_the_notebook(tmp_path):
+    nb = write_notebook(tmp_path / "die.ipynb", "n = 1",
+                        "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    out = tmp_path / "runs"
+    with pytest.raises(NotebookExecutionError, match=r"kernel died during cell 1.*SIGKILL"):
+        pipelines.run(nb, {}, out)
+    assert [p.name for p in out.iterdir()] == ["die.failed.ipynb"]
+
+
+def test_a_cell_timeout_is_named_with_the_limit(tmp_path):
+    nb = write_notebook(tmp_path / "slow.ipynb", "n = 1", "import time\ntime.sleep(600)")
+    out = tmp_path / "runs"
+    with pytest.raises(NotebookExecutionError, match=r"cell 1 .*timed out after 2 s"):
+        pipelines.run(nb, {}, out, timeout=2)
+    assert [p.name for p in out.iterdir()] == ["slow.failed.ipynb"]
+
+
+def test_a_later_success_removes_the_stale_failed_copy(tmp_path):
+    nb = write_notebook(tmp_path / "flaky.ipynb", "fail = True",
+                        "assert not fail, 'asked to fail'")
+    out = tmp_path / "runs"
+    with pytest.raises(NotebookExecutionError, match="asked to fail"):
+        pipelines.run(nb, {}, out)
+    pipelines.run(nb, {"fail": False}, out)
+    assert [p.name for p in out.iterdir()] == ["flaky.ipynb"]
+
+
+def test_cli_dead_kernel_is_one_message_and_exit_2(tmp_path):
+    nb = write_notebook(tmp_path / "die.ipynb", "n = 1",
+                        "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    proc = cli("run", str(nb), "-o", "out", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "SIGKILL" in proc.stderr
+    assert (tmp_path / "out" / "die.failed.ipynb").exists()
+
+
+def test_cli_timeout_option(tmp_path):
+    nb = write_notebook(tmp_path / "slow.ipynb", "n = 1", "import time\ntime.sleep(600)")
+    proc = cli("run", str(nb), "-o", "out", "--timeout", "2", cwd=tmp_path)
+    assert proc.returncode == 2 and "timed out after 2 s" in proc.stderr
+
+
+def test_the_source_notebook_is_never_overwritten(notebook, tmp_path):
+    before = notebook.read_bytes()
+    with pytest.raises(lab.errors.OutputError, match="replace its source"):
+        pipelines.run(notebook, {}, notebook.parent)
+    proc = cli("run", str(notebook), "-o", str(notebook.parent), cwd=tmp_path)
+    assert proc.returncode == 2 and "replace its source" in proc.stderr
+    assert notebook.read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["../x.ipynb", "/tmp/x.ipynb", "sub/x.ipynb", "x.txt", ".."])
+def test_output_name_must_stay_inside_the_output_folder(notebook, tmp_path, name):
+    with pytest.raises(ParameterError, match="output_name"):
+        pipelines.run(notebook, {}, tmp_path / "out", output_name=name)
+    assert not (tmp_path / "x.ipynb").exists()
