@@ -175,3 +175,7 @@ def check_keywords(where: str, given: Iterable[str], known: Iterable[str]) -> No
     for name in given:
         if name not in known:
             raise UnknownArgumentError(where, name, known)
+
+
+class SimulationError(LlmosError, RuntimeError):
+    """A simulation that cannot finish; names the policy."""

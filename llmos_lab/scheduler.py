@@ -118,11 +118,19 @@ def register(name: str, factory: Callable[..., Policy]) -> None:
 
 
 def get(name: str, quantum: int | None = None) -> Policy:
+    """The policy ``name`` with ``quantum`` steps per turn (None: the policy's default)."""
+    check_quantum(quantum)
     try:
         factory = _POLICIES[name]
     except (KeyError, TypeError):
         raise UnknownNameError("scheduling policy", name, _POLICIES) from None
     return factory() if quantum is None else factory(quantum=quantum)
+
+
+def check_quantum(quantum: Any) -> None:
+    if quantum is not None and (isinstance(quantum, bool) or not isinstance(quantum, int)
+                                or quantum < 1):
+        raise ConfigError("quantum", quantum, "None or an integer >= 1 (steps per turn)")
 
 
 def policies() -> list[str]:
@@ -142,9 +150,7 @@ class Scheduler:
     def __init__(self, policy: str = "stride", allocator: Allocator | None = None,
                  kernel: Any = None, *, quantum: int | None = None,
                  quantum_seconds: float | None = None, backend: str = "local"):
-        if quantum is not None and (isinstance(quantum, bool) or not isinstance(quantum, int)
-                                    or quantum < 1):
-            raise ConfigError("quantum", quantum, "an integer >= 1 (steps)")
+        check_quantum(quantum)
         if quantum_seconds is not None and not (isinstance(quantum_seconds, (int, float))
                                                 and quantum_seconds > 0):
             raise ConfigError("quantum_seconds", quantum_seconds, "a number of seconds > 0")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import scheduler as sched
-from .errors import ColumnError, DataError, UnknownNameError
+from .errors import ColumnError, ConfigError, DataError, SimulationError, UnknownNameError
 from .units import parse_bytes
 
 
@@ -82,6 +82,13 @@ def simulate(trace: pd.DataFrame, policy: str = "stride", *, memory: int | str |
     """
     from . import allocator
 
+    if not isinstance(policy, str):
+        raise ConfigError("policy", policy, "a policy name: " + ", ".join(
+            sched.policies() + allocator.policies()))
+    sched.check_quantum(quantum)
+    if isinstance(compute, bool) or not isinstance(compute, (int, float)) or \
+            not math.isfinite(compute) or compute <= 0:
+        raise ConfigError("compute", compute, "a finite number > 0")
     tasks = _read_trace(trace)
     capacity = None if memory is None else parse_bytes(memory, "memory")
     if capacity is not None:
@@ -109,7 +116,9 @@ def simulate(trace: pd.DataFrame, policy: str = "stride", *, memory: int | str |
             push(t)
 
     remaining = len(order)
+    budget = _Budget(sum(t.total for t in tasks) + 2 * len(tasks) + 10, policy)
     while remaining:
+        budget.spend()
         while nxt < len(order) and order[nxt].submitted <= now:
             t = order[nxt]
             admission.arrive(t)
@@ -148,6 +157,20 @@ def simulate(trace: pd.DataFrame, policy: str = "stride", *, memory: int | str |
     timeline["seconds"] = timeline["end"] - timeline["start"]
     entitled = sched.entitled_shares(pol.name, [(t.id, t.weight, t.steps > 0) for t in tasks])
     return SimulationResult(policy, timeline, _metrics(tasks, entitled))
+
+
+class _Budget:
+    """A bound on event-loop turns: every turn runs a step or reaches an event, so a loop
+    past the bound is a bug, reported instead of running (and growing) forever."""
+
+    def __init__(self, turns: int, policy: str):
+        self.left, self.policy = turns, policy
+
+    def spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise SimulationError(f"simulation under policy {self.policy!r} made no progress "
+                                  f"within its bound of event-loop turns; this is a bug")
 
 
 class _Admission:
@@ -203,7 +226,9 @@ def _simulate_sharing(tasks: list[_Sim], policy: str, capacity: int | None,
     work = {t.id: t.total * t.step_seconds for t in tasks}  # seconds at full speed
     segments: list[tuple[str, float, float, float, float]] = []
     now, nxt = 0.0, 0
+    budget = _Budget(4 * len(tasks) + 10, policy)
     while nxt < len(order) or admission.waiting or active:
+        budget.spend()
         while nxt < len(order) and order[nxt].submitted <= now:
             t = order[nxt]
             admission.arrive(t)
@@ -268,38 +293,44 @@ def _read_trace(trace: pd.DataFrame) -> list[_Sim]:
     if len(set(ids)) != len(ids):
         dup = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0]
         raise DataError(f"trace task ids must be unique; {dup!r} appears twice")
+    n = len(trace)
     arrival = _numbers(trace, "arrival")
-    steps = _numbers(trace, "steps", positive=True) if "steps" in trace else None
+    steps = _numbers(trace, "steps", positive=True, integer=True) if "steps" in trace else None
     duration = _numbers(trace, "duration", positive=True) if "duration" in trace else None
+    per = _numbers(trace, "step_seconds", positive=True) if "step_seconds" in trace else None
     if steps is None:
-        steps_per = _numbers(trace, "step_seconds", positive=True) if "step_seconds" in trace \
-            else np.ones(len(trace))
-        steps = np.maximum(1, np.round(duration / steps_per))
+        steps = np.maximum(1, np.round(duration / (per if per is not None else np.ones(n))))
     step_seconds = duration / steps if duration is not None else (
-        _numbers(trace, "step_seconds", positive=True) if "step_seconds" in trace
-        else np.ones(len(trace)))
-    prio = trace["priority"].tolist() if "priority" in trace else [1] * len(trace)
-    weight = _numbers(trace, "weight", positive=True) if "weight" in trace \
-        else np.ones(len(trace))
-    compute = _numbers(trace, "compute") if "compute" in trace else np.ones(len(trace))
-    mem = [parse_bytes(m, f"trace row {ids[i]!r} memory") for i, m in
-           enumerate(trace["memory"])] if "memory" in trace else [0] * len(trace)
-    out = []
-    for i in range(len(trace)):
-        p = prio[i]
-        if isinstance(p, bool) or not isinstance(p, (int, np.integer)):
-            raise DataError(f"trace row {ids[i]!r}, column 'priority': {p!r} is not an integer")
-        out.append(_Sim(ids[i], i, int(p), float(weight[i]), float(arrival[i]), int(steps[i]),
-                        float(step_seconds[i]), mem[i], float(compute[i])))
-    return out
+        per if per is not None else np.ones(n))
+    weight = _numbers(trace, "weight", positive=True) if "weight" in trace else np.ones(n)
+    compute = _numbers(trace, "compute") if "compute" in trace else np.ones(n)
+    prio = _numbers(trace, "priority", integer=True, signed=True) if "priority" in trace \
+        else np.ones(n)
+    mem = [parse_bytes(m, f"trace {_row(trace, i)}, column 'memory'")
+           for i, m in enumerate(trace["memory"])] if "memory" in trace else [0] * n
+    return [_Sim(ids[i], i, int(prio[i]), float(weight[i]), float(arrival[i]), int(steps[i]),
+                 float(step_seconds[i]), mem[i], float(compute[i])) for i in range(n)]
 
 
-def _numbers(trace: pd.DataFrame, column: str, positive: bool = False) -> np.ndarray:
-    values = pd.to_numeric(trace[column], errors="coerce").to_numpy(dtype=float)
-    bad = ~np.isfinite(values) | (values <= 0 if positive else values < 0)
+def _row(trace: pd.DataFrame, i: int) -> str:
+    """'row 1' (its position), with the task id when the trace has one."""
+    return f"row {i} (id {trace['id'].iloc[i]!r})" if "id" in trace else f"row {i}"
+
+
+def _numbers(trace: pd.DataFrame, column: str, positive: bool = False, integer: bool = False,
+             signed: bool = False) -> np.ndarray:
+    raw = trace[column]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values) | np.array([isinstance(v, bool) for v in raw])
+    if not signed:
+        bad |= values <= 0 if positive else values < 0
+    if integer:
+        bad |= np.isfinite(values) & (values != np.round(values))
     if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"trace row {trace.index[row]!r}, column {column!r}: "
-                        f"{trace[column].iloc[row]!r} is not a finite number "
-                        f"{'> 0' if positive else '>= 0'}")
+        i = int(np.flatnonzero(bad)[0])
+        value = raw.iloc[i].item() if hasattr(raw.iloc[i], "item") else raw.iloc[i]
+        kind = "an integer" if integer else "a finite number"
+        bound = "" if signed else " > 0" if positive else " >= 0"
+        raise DataError(f"trace {_row(trace, i)}, column {column!r}: {value!r} is not "
+                        f"{kind}{bound}")
     return values

@@ -20,14 +20,19 @@ def parse_bytes(value: int | float | str, parameter: str = "memory") -> int:
     """``"2GiB"`` -> 2147483648. Negative, NaN, infinite or unparsable values are errors."""
     if isinstance(value, bool):
         raise ConfigError(parameter, value, "a byte count such as 2147483648 or '2GiB'")
-    if isinstance(value, (int, float)):
+    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars
+        value = value.item()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value) or value < 0:
             raise ConfigError(parameter, value, "a finite, non-negative byte count")
         return int(value)
     if isinstance(value, str):
         match = _PATTERN.match(value)
         if match and match.group(2).lower() in _UNITS:
-            return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+            amount = float(match.group(1)) * _UNITS[match.group(2).lower()]
+            if not math.isfinite(amount):
+                raise ConfigError(parameter, value, "a finite byte count")
+            return int(amount)
     raise ConfigError(parameter, value,
                       "a byte count such as 2147483648 or a string like '2GiB', '512MB'")
 
