@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from . import events
-from .errors import ConfigError, UnknownNameError
+from .errors import ConfigError, UnknownNameError, check_keywords, did_you_mean
 from .units import format_bytes, parse_bytes
 
 RESOURCES = ("memory", "compute", "gpus")
@@ -57,9 +57,10 @@ class Resources:
         if isinstance(value, Resources):
             return value
         if isinstance(value, dict):
-            unknown = set(value) - set(RESOURCES)
+            unknown = sorted(set(value) - set(RESOURCES), key=str)
             if unknown:
-                raise ConfigError(sorted(unknown)[0], value, f"keys among {RESOURCES}")
+                raise ConfigError(str(unknown[0]), value, f"keys among {RESOURCES}"
+                                  f"{did_you_mean(unknown[0], RESOURCES)}")
             return cls(**value)
         raise ConfigError("resources", value, "Resources, a dict or None")
 
@@ -129,6 +130,50 @@ class Demand:
             raise ConfigError(f"{self.id}.priority", self.priority, "an integer")
         if not _finite_nonnegative(self.weight) or self.weight == 0:
             raise ConfigError(f"{self.id}.weight", self.weight, "a finite number > 0")
+
+
+    @classmethod
+    def of(cls, value: Any, task_id: str | None = None) -> Demand:
+        """A Demand from a Demand, a dict of Demand fields, or (with ``task_id``, as a value
+        of a mapping of task id to demand) Resources or a dict of resources."""
+        if isinstance(value, Demand):
+            return value
+        if isinstance(value, Resources) and task_id is not None:
+            return cls(task_id, value)
+        if isinstance(value, dict):
+            keys = list(value)
+            if task_id is not None and keys and set(keys) <= set(RESOURCES):
+                return cls(task_id, Resources(**value))
+            fields = [f for f in _DEMAND_FIELDS if task_id is None or f != "id"]
+            for key in keys:
+                if key not in fields:
+                    hint = did_you_mean(key, [*fields, *RESOURCES])
+                    raise ConfigError(str(key), value[key], f"a Demand field{hint} (one of "
+                                      f"{fields}; or resources {RESOURCES})")
+            if task_id is None and "id" not in value:
+                raise ConfigError("id", None, f"an 'id' key in every demand dict (got keys "
+                                  f"{keys}); or pass a mapping of task id to demand")
+            return cls(**value) if task_id is None else cls(task_id, **value)
+        if isinstance(value, Resources):
+            raise ConfigError("demands", value, "Demand(id, Resources(...)), a dict with an "
+                              "'id', or a mapping {task id: Resources(...)} (Resources alone "
+                              "has no task id)")
+        raise ConfigError("demand", value, "a Demand, a dict of Demand fields, or Resources in "
+                          "a mapping of task id to demand")
+
+
+_DEMAND_FIELDS = ("id", "want", "minimum", "priority", "weight", "tenant")
+
+
+def demand_list(demands: Any) -> list[Demand]:
+    """Demands from a list of Demand / dict, or a mapping of task id to demand."""
+    if isinstance(demands, Mapping):
+        return [Demand.of(v, str(k)) for k, v in demands.items()]
+    if demands is None or isinstance(demands, (str, bytes, Resources, Demand)) or \
+            not isinstance(demands, Iterable):
+        raise ConfigError("demands", demands, "a list of Demand (or dicts with 'id'), or a "
+                          "mapping of task id to Resources")
+    return [Demand.of(d) for d in demands]
 
 
 @dataclass
@@ -299,7 +344,7 @@ def allocate(policy: str, capacity: Resources | dict, demands: Iterable[Demand |
     capacity = Resources.of(capacity)
     if capacity.memory <= 0 and capacity.compute <= 0 and capacity.gpus <= 0:
         raise ConfigError("capacity", str(capacity), "some memory, compute or GPUs (> 0)")
-    demands = [d if isinstance(d, Demand) else Demand(**d) for d in demands]
+    demands = demand_list(demands)
     by_id: dict[str, Demand] = {}
     for d in demands:
         if d.id in by_id:
@@ -403,7 +448,7 @@ class Allocator:
         self.allocation_: Allocation | None = None
 
     def add(self, demand: Demand | dict) -> Allocation:
-        demand = demand if isinstance(demand, Demand) else Demand(**demand)
+        demand = Demand.of(demand)
         if demand.id in self._demands:
             raise ConfigError("id", demand.id, "an id not already in the allocator")
         self._demands[demand.id] = demand
@@ -416,6 +461,7 @@ class Allocator:
 
     def set(self, task_id: str, **changes: Any) -> Allocation:
         """Change a demand's priority, weight, want or minimum, and re-allocate."""
+        check_keywords("Allocator.set", changes, _DEMAND_FIELDS[1:])
         old = self._get(task_id)
         self._demands[task_id] = replace(old, **changes)
         return self.update()
