@@ -51,6 +51,15 @@ class Task:
     total_steps: int | None = None
     output: list[Any] = field(default_factory=list, repr=False)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise ConfigError("id", self.id, "a non-empty string naming the task")
+        if not (callable(self.steps) or isinstance(self.steps, Iterator)):
+            raise ConfigError(f"{self.id}.steps", self.steps, "an iterator (e.g. "
+                              "trainer.steps(df)) or a callable returning one")
+        _check_priority(self.id, self.priority)
+        _check_weight(self.id, self.weight)
+
 
 @dataclass(eq=False)
 class TaskState:
@@ -186,14 +195,15 @@ class Scheduler:
         with self._lock:
             if task.id in self._tasks:
                 raise ConfigError("task id", task.id, "an id not already submitted")
+            if self.allocator is not None:  # first: a refused demand leaves no trace here
+                self.allocator.add(Demand(task.id, task.demand or Resources(),
+                                          task.minimum, priority, float(weight), task.tenant))
             s = TaskState(task, next(self._seq), priority, float(weight), self._now())
             if self._tasks:  # a newcomer starts at the current minimum pass (no catch-up burst)
                 live = [t.pass_ for t in self._tasks.values() if t.state in ("ready", "waiting")]
                 s.pass_ = min(live, default=0.0)
             self._tasks[task.id] = s
             if self.allocator is not None:
-                self.allocator.add(Demand(task.id, task.demand or Resources(),
-                                          task.minimum, priority, float(weight), task.tenant))
                 self._readmit()
             self._wake.notify_all()
         events.publish("sched.submit", scheduler=self, task=task.id)
