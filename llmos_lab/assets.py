@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import AssetNotInstalledError, UnknownNameError
+from .errors import AssetNotInstalledError, ConfigError, ModelSourceError, UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,8 @@ def model_path(name: str | os.PathLike) -> str:
     an existing local path is returned as is, and an ``org/name`` hub id passes through for
     machines that have a network. Anything else is an unknown model.
     """
+    if not isinstance(name, (str, os.PathLike)):
+        raise ConfigError("model", name, "a model name, a local folder or a hub id (a string)")
     text = os.fspath(name)
     if text in ASSETS and ASSETS[text].kind == "model":
         return str(path(text))
@@ -127,11 +129,23 @@ def model_path(name: str | os.PathLike) -> str:
     if text == "tiny-llama":
         return str(tiny_causal_lm_path())
     if Path(text).expanduser().exists():
-        return str(Path(text).expanduser().resolve())
+        return _checked_local(Path(text).expanduser().resolve())
     if _HUB_ID.match(text) and not text.startswith((".", "/")):
         return text
     models = [a.name for a in ASSETS.values() if a.kind == "model"] + list(TINY_MODELS)
     raise UnknownNameError("model", text, [*models, "<local directory>", "<hub org/name>"])
+
+
+def _checked_local(path: Path) -> str:
+    """A local model is a folder with config.json, or a GGUF file."""
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            held = sorted(p.name for p in path.iterdir())[:5]
+            raise ModelSourceError(f"{str(path)!r} is not a model folder: it has no config.json "
+                                   f"(it holds: {', '.join(held) or 'nothing'})")
+    elif path.suffix != ".gguf":
+        raise ModelSourceError(f"{str(path)!r} is a file, not a model folder or a .gguf file")
+    return str(path)
 
 
 def tiny_model_path(hidden_size: int = 16, layers: int = 2) -> Path:

@@ -9,13 +9,56 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .errors import ColumnTypeError
+from .errors import ColumnError, ColumnTypeError, ConfigError
+
+
+def as_texts(data: object, what: str = "texts", column: str | None = None) -> list[str]:
+    """One string is one text; a DataFrame gives the column named by ``column``; otherwise
+    a sequence of strings. Anything else is an error, never a guess (a DataFrame iterated
+    would give its column names, a string its characters)."""
+    if isinstance(data, str):
+        return [data]
+    if isinstance(data, pd.DataFrame):
+        if column is None:
+            raise ConfigError(what, "a DataFrame", f"a string, a list of strings, or a "
+                              f"DataFrame with column= naming its text column (its columns: "
+                              f"{', '.join(map(str, data.columns))})")
+        if column not in data.columns:
+            raise ColumnError(column, "text", data.columns)
+        data = data[column]
+    if data is None or isinstance(data, (bytes, dict)) or not isinstance(data, Iterable):
+        raise ColumnTypeError(f"{what} must be a string or a sequence of strings, got "
+                              f"{type(data).__name__}")
+    return check_texts(list(data), what)
+
+
+def positive_int(name: str, value: object, default: int | None = None) -> int:
+    """An integer >= 1 (``None`` takes ``default`` when there is one)."""
+    if value is None and default is not None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(name, value, "an integer >= 1" + (" or None" if default else ""))
+    return int(value)
+
+
+def check_max_length(max_length: object, tokenizer, limit: int | None, model: str) -> int:
+    """Room for the special tokens plus one, and no more than the model's positions: a
+    longer input would fail deep inside torch, a shorter limit turns truncation off."""
+    max_length = positive_int("max_length", max_length)
+    floor = tokenizer.num_special_tokens_to_add() + 1
+    if max_length < floor:
+        raise ConfigError("max_length", max_length, f"at least {floor} for model {model!r} "
+                          f"({floor - 1} special tokens and one of text)")
+    if isinstance(limit, int) and max_length > limit:
+        raise ConfigError("max_length", max_length, f"at most {limit}, the number of positions "
+                          f"of model {model!r}")
+    return max_length
 
 
 def check_texts(texts: Sequence[object], what: str = "texts") -> list[str]:

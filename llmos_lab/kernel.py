@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import gc
 import itertools
+import math
 import os
 import threading
 import time
@@ -31,8 +32,10 @@ from .errors import (
     AdapterError,
     ConfigError,
     MemoryBudgetError,
+    ModelStateError,
     TaskError,
     UnknownNameError,
+    check_keywords,
 )
 from .swap import ModelRecord, SwapSpace
 from .units import format_bytes, parse_bytes
@@ -94,9 +97,11 @@ class ModelKernel:
         with self._lock:
             self._make_room(estimate, name)
             started = time.perf_counter()
-            model, tokenizer, image = loading.load(source, task, head, dt)
+            with loading.source_errors(f"model {name!r} from {source.folder!r}"):
+                model, tokenizer, image = loading.load(source, task, head, dt)
             rec = ModelRecord(name, source, task, head, dt, quantize, model, tokenizer,
-                              _labels(model, task), image=image)
+                              _labels(model, task), image=image,
+                              max_positions=getattr(config, "max_position_embeddings", None))
             if quantize:
                 if rec.image is None:  # keep a float copy: int8 is rebuilt from it
                     self.swap.write_base(rec)
@@ -114,6 +119,7 @@ class ModelKernel:
     def unload(self, name: str) -> None:
         with self._lock:
             rec = self._get(name)
+            self._wait_idle(rec, "unload")
             with rec.lock:
                 del self._models[name]
                 rec.model = None
@@ -142,6 +148,7 @@ class ModelKernel:
             rec = self._get(name)
             if rec.pinned:
                 raise MemoryBudgetError(f"model {name!r} is pinned; unpin it before evicting")
+            self._wait_idle(rec, "evict")
             self._evict(rec, to)
 
     def ps(self) -> pd.DataFrame:
@@ -187,17 +194,22 @@ class ModelKernel:
     # ------------------------------------------------------------------ system calls
 
     def infer(self, model: str, texts: Sequence[str] | str, batch_size: int | None = None, *,
-              adapter: str | None = None, max_length: int = 128) -> pd.DataFrame:
+              adapter: str | None = None, max_length: int = 128,
+              column: str | None = None) -> pd.DataFrame:
         """Classify texts (label, score, per-class probabilities) or tag their words, in input
-        order. Token-classification models split each text on whitespace into words."""
-        texts = inference.check_texts([texts] if isinstance(texts, str) else texts)
+        order. Token-classification models split each text on whitespace into words. A
+        string is one text; a DataFrame needs ``column=`` naming its text column."""
+        texts = inference.as_texts(texts, column=column)
+        batch_size = inference.positive_int("batch_size", batch_size, default=64)
         with self._lock:
-            task = self._get(model).task
+            rec = self._get(model)
+            task = rec.task
+            inference.check_max_length(max_length, rec.tokenizer, rec.max_positions, model)
         if task == "causal-lm":
             raise TaskError(f"model {model!r} is a causal-lm: use generate(), not infer()")
         started = time.perf_counter()
         with self._use(model) as rec, rec.lock, self._adapter(rec, adapter):
-            kw = dict(max_length=max_length, batch_size=batch_size or 64, device=self.device,
+            kw = dict(max_length=max_length, batch_size=batch_size, device=self.device,
                       precision=self._precision(rec))
             if task == "sequence-classification":
                 probs = inference.class_probabilities(rec.model, rec.tokenizer, texts, **kw)
@@ -214,12 +226,12 @@ class ModelKernel:
                  temperature: float = 0.0, *, batch_size: int | None = None,
                  adapter: str | None = None, seed: int = 0) -> pd.DataFrame:
         """Batched generation (greedy when temperature is 0): prompt, completion, new_tokens."""
-        prompts = inference.check_texts([prompts] if isinstance(prompts, str) else prompts,
-                                        "prompts")
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ConfigError("max_new_tokens", max_new_tokens, "an integer >= 1")
-        if not isinstance(temperature, (int, float)) or temperature < 0:
-            raise ConfigError("temperature", temperature, "a number >= 0")
+        prompts = inference.as_texts(prompts, "prompts")
+        max_new_tokens = inference.positive_int("max_new_tokens", max_new_tokens)
+        batch_size = inference.positive_int("batch_size", batch_size, default=16)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or \
+                not math.isfinite(temperature) or temperature < 0:
+            raise ConfigError("temperature", temperature, "a finite number >= 0 (0: greedy)")
         with self._lock:
             task = self._get(model).task
         if task != "causal-lm":
@@ -229,7 +241,7 @@ class ModelKernel:
         with self._use(model) as rec, rec.lock, self._adapter(rec, adapter):
             out = inference.generate_texts(
                 rec.model, rec.tokenizer, prompts, max_new_tokens=max_new_tokens,
-                temperature=float(temperature), batch_size=batch_size or 16,
+                temperature=float(temperature), batch_size=batch_size,
                 device=self.device, precision=self._precision(rec), seed=seed)
         events.publish("kernel.generate", kernel=self, model=model, n=len(prompts),
                        seconds=time.perf_counter() - started)
@@ -254,16 +266,23 @@ class ModelKernel:
             is_peft = isinstance(rec.model, PeftModel)
             if isinstance(path_or_config, (str, os.PathLike)):
                 path = Path(path_or_config)
-                if not (path / "adapter_config.json").exists():
-                    raise AdapterError(f"{path} is not a saved adapter (no adapter_config.json)")
-                with loading.quiet():
-                    if is_peft:
-                        rec.model.load_adapter(str(path), adapter_name=adapter_name)
-                    else:
-                        rec.model = PeftModel.from_pretrained(rec.model, str(path),
-                                                              adapter_name=adapter_name)
+                _check_adapter_folder(path)  # before PEFT touches the model
+                try:
+                    with loading.quiet():
+                        if is_peft:
+                            rec.model.load_adapter(str(path), adapter_name=adapter_name)
+                        else:
+                            rec.model = PeftModel.from_pretrained(rec.model, str(path),
+                                                                  adapter_name=adapter_name)
+                except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+                    _drop_half_added(rec, adapter_name)
+                    raise AdapterError(f"cannot add adapter {adapter_name!r} to {model!r} from "
+                                       f"{str(path)!r}: {type(exc).__name__}: "
+                                       f"{str(exc).strip().splitlines()[0][:300]}") from None
             else:
                 config = path_or_config
+                if isinstance(config, dict):
+                    _check_lora_keys(config)
                 if config is None or isinstance(config, dict):
                     config = LoraConfig(**{"r": 8, "lora_alpha": 16,
                                            "task_type": _PEFT_TASKS[rec.task],
@@ -329,6 +348,19 @@ class ModelKernel:
             with self._lock:
                 rec.active -= 1
                 self._idle.notify_all()
+
+    def _wait_idle(self, rec: ModelRecord, what: str) -> None:
+        """Wait (holding the kernel lock between checks) until no call uses ``rec``: an
+        evict or unload never pulls the weights from under a running infer."""
+        deadline = time.monotonic() + WAIT_FOR_BUSY_SECONDS
+        while rec.active:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ModelStateError(f"cannot {what} model {rec.name!r}: still in use by "
+                                      f"{rec.active} call(s) after {WAIT_FOR_BUSY_SECONDS:g} s")
+            self._idle.wait(timeout=left)
+        if self._models.get(rec.name) is not rec:
+            raise UnknownNameError("loaded model", rec.name, self._models)
 
     def _make_room(self, needed: int, for_model: str) -> None:
         if needed > self.memory_budget:
@@ -453,6 +485,58 @@ class ModelHandle:
 
 _PEFT_TASKS = {"sequence-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS",
                "causal-lm": "CAUSAL_LM"}
+
+
+_LORA_ALIASES = {"rank": "r", "alpha": "lora_alpha", "dropout": "lora_dropout",
+                 "targets": "target_modules"}
+
+
+def _check_lora_keys(options: dict[str, Any]) -> None:
+    import dataclasses
+
+    from peft import LoraConfig
+
+    known = [f.name for f in dataclasses.fields(LoraConfig)]
+    for key in options:
+        if key in _LORA_ALIASES:
+            raise AdapterError(f"unknown LoRA option {key!r}; did you mean "
+                               f"{_LORA_ALIASES[key]!r}?")
+        check_keywords("LoraConfig", [key], known)
+
+
+def _check_adapter_folder(path: Path) -> None:
+    """A saved adapter has a readable adapter_config.json and a weights file that opens."""
+    from peft import PeftConfig
+    from safetensors import safe_open
+
+    if not (path / "adapter_config.json").is_file():
+        raise AdapterError(f"{str(path)!r} is not a saved adapter (no adapter_config.json)")
+    try:
+        with loading.quiet():
+            PeftConfig.from_pretrained(str(path))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise AdapterError(f"{str(path / 'adapter_config.json')!r} is not a valid adapter "
+                           f"config: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                           ) from None
+    weights = path / "adapter_model.safetensors"
+    if not weights.is_file():
+        if (path / "adapter_model.bin").is_file():
+            return
+        raise AdapterError(f"{str(path)!r} has no adapter weights (adapter_model.safetensors)")
+    try:
+        with safe_open(str(weights), "pt") as fh:
+            fh.keys()
+    except Exception as exc:  # SafetensorError
+        raise AdapterError(f"{str(weights)!r} cannot be read: {exc}") from None
+
+
+def _drop_half_added(rec: ModelRecord, adapter: str) -> None:
+    """PEFT may have registered the adapter before failing on its weights: remove it."""
+    from contextlib import suppress
+
+    with suppress(Exception):
+        if adapter in getattr(rec.model, "peft_config", {}):
+            rec.model.delete_adapter(adapter)
 
 
 def _labels(model: torch.nn.Module, task: str) -> list[str]:

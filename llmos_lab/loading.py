@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from . import _io, assets
-from .errors import ConfigError, TaskError
+from .errors import ConfigError, LlmosError, ModelSourceError, TaskError
 
 TASKS = ("sequence-classification", "token-classification", "causal-lm")
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -69,8 +69,31 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 def read_config(source: Source):
     from transformers import AutoConfig
 
-    with quiet():
-        return AutoConfig.from_pretrained(source.folder, **source.kwargs)
+    try:
+        with quiet():
+            return AutoConfig.from_pretrained(source.folder, **source.kwargs)
+    except (OSError, ValueError, KeyError) as exc:  # bad JSON, unknown model_type, hub id ...
+        raise ModelSourceError(f"cannot read the model config of {source.folder!r}"
+                               f"{' (' + source.gguf_file + ')' if source.gguf_file else ''}: "
+                               f"{type(exc).__name__}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
+@contextlib.contextmanager
+def source_errors(what: str):
+    """Turn the many errors of a broken model folder (from transformers, huggingface_hub,
+    safetensors, tokenizers) into one ModelSourceError naming it; our own errors pass."""
+    try:
+        yield
+    except LlmosError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelSourceError(f"cannot load {what}: {type(exc).__name__}: "
+                               f"{_first_line(exc)}") from exc
 
 
 def can_generate(config, source: Source) -> bool:

@@ -37,6 +37,37 @@ def check_frame(df: pd.DataFrame, tokens: str, tags: str | None, what: str) -> N
                                 f"column {tags!r}")
 
 
+def as_sentences(data: object) -> list[list[str]]:
+    """Sentences as word lists: a string is one sentence split on whitespace; a sequence
+    holds strings (split likewise) or word lists."""
+    if isinstance(data, str):
+        return [data.split()]
+    if data is None or isinstance(data, (bytes, dict)) or not isinstance(data, Sequence):
+        raise ColumnTypeError(f"sentences must be a string, a list of strings or a list of "
+                              f"word lists, got {type(data).__name__}")
+    out = []
+    for i, item in enumerate(data):
+        if isinstance(item, str):
+            out.append(item.split())
+        elif isinstance(item, (list, tuple)) and all(isinstance(w, str) for w in item):
+            out.append(list(item))
+        else:
+            raise ColumnTypeError(f"sentence {i} must be a string or a list of words, got "
+                                  f"{item!r}")
+    return out
+
+
+def check_iob2(df: pd.DataFrame, tags: str, what: str) -> None:
+    """Every tag is ``O`` or ``B-TYPE`` / ``I-TYPE``, as seqeval's strict IOB2 reads them."""
+    for row, labels in zip(df.index, df[tags], strict=True):
+        for tag in labels:
+            if not (tag == "O" or (isinstance(tag, str) and len(tag) > 2
+                                   and tag[:2] in ("B-", "I-"))):
+                raise DataError(f"{what} row {row!r}, column {tags!r}: tag {tag!r} is not "
+                                f"IOB2 ('O', 'B-TYPE' or 'I-TYPE'); convert the scheme first "
+                                f"(datasets.read_conll(..., scheme=...))")
+
+
 def encode(tokenizer, words: Sequence[Sequence[str]], max_length: int):
     return tokenizer([list(w) for w in words], is_split_into_words=True, truncation=True,
                      max_length=max_length)

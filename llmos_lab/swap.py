@@ -46,6 +46,7 @@ class ModelRecord:
     image: Path | None = None  # folder that rebuilds the base model exactly
     adapter_image: Path | None = None  # folder with every adapter, once written
     active: int = 0  # calls in flight: never evicted while > 0
+    max_positions: int | None = None  # the longest input the model takes, in tokens
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property

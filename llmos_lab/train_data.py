@@ -13,7 +13,7 @@ import pandas as pd
 
 from . import checkpoints, ner
 from .datasets import require_columns
-from .errors import ColumnTypeError, UnseenLabelError
+from .errors import ColumnTypeError, DataError, UnseenLabelError
 from .train_config import TrainConfig
 
 
@@ -23,9 +23,14 @@ def _tokens(cfg: TrainConfig) -> bool:
 
 def check_frame(cfg: TrainConfig, df: pd.DataFrame, what: str, with_labels: bool) -> None:
     """The configured columns exist and hold the right kinds of values."""
+    if not isinstance(df, pd.DataFrame):
+        raise ColumnTypeError(f"{what} data must be a pandas DataFrame, got "
+                              f"{type(df).__name__}")
     if _tokens(cfg):
-        return ner.check_frame(df, cfg.tokens_column, cfg.tags_column if with_labels else None,
-                               what)
+        ner.check_frame(df, cfg.tokens_column, cfg.tags_column if with_labels else None, what)
+        if with_labels:
+            ner.check_iob2(df, cfg.tags_column, what)
+        return
     cols = {"text": cfg.text_column}
     if with_labels:
         cols["label"] = cfg.label_column
@@ -36,6 +41,32 @@ def check_frame(cfg: TrainConfig, df: pd.DataFrame, what: str, with_labels: bool
         rows = list(df.index[bad])[:5]
         raise ColumnTypeError(f"{what} column {cfg.text_column!r} must hold strings; rows "
                               f"{rows} do not (e.g. {texts[bad].iloc[0]!r})")
+    if with_labels:
+        check_label_values(df, cfg.label_column, what)
+
+
+def check_label_values(df: pd.DataFrame, column: str, what: str) -> None:
+    """No missing labels, and no two labels that print alike (the int 1 and the string "1")."""
+    col = df[column]
+    missing = col.isna()
+    if missing.any():
+        rows = list(df.index[missing])
+        raise DataError(f"{what} column {column!r} has missing labels (None/NaN) in rows "
+                        f"{rows[:5]}{' ...' if len(rows) > 5 else ''}; drop or fill them")
+    seen: dict[str, Any] = {}
+    for value in pd.unique(col):
+        other = seen.setdefault(str(value), value)
+        if type(other) is not type(value):
+            raise DataError(f"{what} column {column!r} mixes labels that print alike: "
+                            f"{other!r} ({type(other).__name__}) and {value!r} "
+                            f"({type(value).__name__}); make them one type")
+
+
+def check_classes(labels: Sequence[Any], column: str) -> None:
+    """Training needs two classes at least: one class would train a one-output head."""
+    if len(labels) < 2:
+        raise DataError(f"the training data has one class only in column {column!r} "
+                        f"({labels[0]!r}); a classifier needs at least two")
 
 
 def check_labels(cfg: TrainConfig, df: pd.DataFrame, known: Sequence[Any]) -> None:

@@ -102,6 +102,7 @@ class Trainer:
             labels = sorted({t for tags in train_df[cfg.tags_column] for t in tags})
         else:
             labels = sorted(pd.unique(train_df[cfg.label_column]), key=str)
+        train_data.check_classes(labels, cfg.tags_column if self._tokens else cfg.label_column)
         if eval_df is not None:
             self._check_frame(eval_df, "evaluation", with_labels=True)
             self._check_labels(eval_df, labels)
@@ -150,9 +151,7 @@ class Trainer:
             return self._predict_tags(data)
         if isinstance(data, pd.DataFrame):
             self._check_frame(data, "prediction", with_labels=False)
-            texts = list(data[self.config.text_column])
-        else:
-            texts = list(data)
+        texts = inference.as_texts(data, column=self.config.text_column)
         cfg = self.config
         self.model_.eval()  # no dropout; training mode comes back if a run is under way
         probs = inference.class_probabilities(
@@ -236,8 +235,8 @@ class Trainer:
         if isinstance(data, pd.DataFrame):
             ner.check_frame(data, cfg.tokens_column, None, "prediction")
             words = [list(w) for w in data[cfg.tokens_column]]
-        else:
-            words = [list(w) for w in data]
+        else:  # a string is one sentence; a list holds sentences (strings or word lists)
+            words = ner.as_sentences(data)
         self.model_.eval()
         tags = inference.word_tags(self.model_, self.tokenizer_, words,
                                    max_length=cfg.max_length, batch_size=cfg.eval_batch_size,
@@ -266,13 +265,17 @@ class Trainer:
         if cfg.precision == "fp16" and self.device_.type != "cuda":
             raise ConfigError("precision", "fp16", f"'fp32' or 'bf16' on {self.device_.type} "
                               f"(fp16 autocast with loss scaling needs CUDA)")
-        with loading.quiet():  # "newly initialized classifier" is the point here
+        with loading.quiet(), loading.source_errors(f"model {cfg.model!r} ({path})"):
+            # quiet: "newly initialized classifier" is the point here
             self.tokenizer_ = AutoTokenizer.from_pretrained(path)
             self.model_ = loading.model_class(cfg.task).from_pretrained(
                 path, num_labels=len(self.labels_),
                 id2label={i: str(label) for i, label in enumerate(self.labels_)},
                 label2id={str(label): i for i, label in enumerate(self.labels_)},
             )
+            inference.check_max_length(
+                cfg.max_length, self.tokenizer_,
+                getattr(self.model_.config, "max_position_embeddings", None), cfg.model)
             self.added_tokens_: list[str] = []
             new_ids: list[int] = []
             if cfg.extend_vocab:
