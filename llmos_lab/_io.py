@@ -135,7 +135,7 @@ def clean_stale(folder: Path, name: str | None = None) -> list[Path]:
     with contextlib.suppress(OSError):
         for entry in folder.glob(pattern):
             pid = _writer_pid(entry.name)
-            if pid is not None and not _alive(pid):
+            if pid is not None and not alive(pid):
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
@@ -154,7 +154,7 @@ def recover(target: Path) -> Path | None:
         for entry in target.parent.glob(f".{target.name}.*"):
             info = manifest(entry) if entry.is_dir() else None
             pid = _writer_pid(entry.name)
-            if info is not None and pid is not None and not _alive(pid):
+            if info is not None and pid is not None and not alive(pid):
                 written = float(info.get("written", 0))
                 if best is None or written > best[0]:
                     best = (written, entry)
@@ -217,7 +217,8 @@ def _writer_pid(name: str) -> int | None:
     return None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process with this pid exists (ours counts)."""
     if pid == os.getpid():
         return True
     try:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from . import assets
-from .errors import ColumnError, DataError, EmptyDataError, UnknownNameError
+from .errors import ColumnError, ConfigError, DataError, EmptyDataError, UnknownNameError
 
 SPLITS = ("train", "validation", "test")
 
@@ -44,6 +44,9 @@ def register(spec: DatasetSpec) -> DatasetSpec:
 
 
 def get(name: str) -> DatasetSpec:
+    if not isinstance(name, str):
+        raise ConfigError("name", name, "a data set name (a string): "
+                          + ", ".join(sorted(_REGISTRY)))
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -61,6 +64,8 @@ def load(name: str, *, seed: int = 0, fractions: tuple[float, float, float] = (0
     Data sets that ship their own test set (MSRA) keep it and split only the rest.
     """
     get(name)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError("seed", seed, "an integer >= 0")
     _check_fractions(fractions)
     df = _load_cached(name, seed, tuple(fractions)).copy(deep=True)
     for column in ("tokens", "tags"):  # deep copies of a frame share the lists inside cells
@@ -84,8 +89,9 @@ def _load_cached(name: str, seed: int, fractions: tuple[float, float, float]) ->
 
 
 def _check_fractions(fractions: Iterable[float]) -> None:
-    f = list(fractions)
-    if len(f) != 3 or any(x < 0 for x in f) or not np.isclose(sum(f), 1.0):
+    f = list(fractions) if isinstance(fractions, (list, tuple)) else [fractions]
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in f)
+    if len(f) != 3 or not numeric or any(not x >= 0 for x in f) or not np.isclose(sum(f), 1.0):
         raise DataError(f"fractions must be three non-negative numbers summing to 1, got {f}")
 
 

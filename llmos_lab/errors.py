@@ -94,6 +94,10 @@ class ConfigError(LlmosError, ValueError):
         super().__init__(f"invalid {parameter}={value!r}: expected {expected}")
 
 
+class ArgumentTypeError(ConfigError, TypeError):
+    """An argument of the wrong kind of object (a widget given None, say): names it."""
+
+
 class ParameterError(LlmosError, ValueError):
     """A notebook parameter the notebook does not declare, or a value of the wrong type."""
 

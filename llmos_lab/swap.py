@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,10 @@ class SwapSpace:
         self.folder = Path(folder)
         self._serial = 0
         self._lock = threading.Lock()
+        self._written: list[Path] = []
+        _remove_orphans(self.folder)
+        # images die with their kernel (or the process), as swap does with its system
+        weakref.finalize(self, _remove, self._written)
 
     def write_base(self, rec: ModelRecord) -> None:
         """Write a dirty base model once; clean ones already have their source."""
@@ -100,4 +105,23 @@ class SwapSpace:
             self._serial += 1
             target = self.folder / f"{label}-{os.getpid()}-{self._serial}"
         with loading.quiet():
-            return _io.write_folder(target, writer, kind="swap", what="swap image")
+            written = _io.write_folder(target, writer, kind="swap", what="swap image")
+        self._written.append(written)
+        return written
+
+
+def _remove(folders: list[Path]) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_orphans(folder: Path) -> None:
+    """Images (``LABEL-PID-N``) whose process is gone, and half-written temporaries."""
+    if not folder.is_dir():
+        return
+    _io.clean_stale(folder)
+    for entry in folder.iterdir():
+        parts = entry.name.rsplit("-", 2)
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit() and \
+                not _io.alive(int(parts[1])) and _io.manifest(entry) is not None:
+            shutil.rmtree(entry, ignore_errors=True)

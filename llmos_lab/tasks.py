@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from . import inference
 from .allocator import Resources
 from .metrics import ClassificationReport
 from .scheduler import Task
@@ -35,7 +36,8 @@ def inference_task(kernel, model: str, texts: Sequence[str] | pd.Series, *,
                    weight: float = 1.0, tenant: str | None = None) -> Task:
     """A stream of ``kernel.infer`` calls, one batch per step; ``task.output`` collects
     the result frames in order."""
-    texts = list(texts)
+    texts = inference.as_texts(texts)
+    batch_size = inference.positive_int("batch_size", batch_size)
     task = Task(id, lambda: iter(()), "infer", demand, None, priority, weight, tenant,
                 total_steps=-(-len(texts) // batch_size))
 
@@ -53,6 +55,7 @@ def evaluation_task(trainer, df: pd.DataFrame, *, batch_size: int = 64, id: str 
                     demand: Resources | dict | None = None, priority: int = 1,
                     weight: float = 1.0, tenant: str | None = None) -> Task:
     """Predict a labelled frame batch by batch; the last step appends the report."""
+    batch_size = inference.positive_int("batch_size", batch_size)
     task = Task(id, lambda: iter(()), "eval", demand, None, priority, weight, tenant,
                 total_steps=-(-len(df) // batch_size) + 1)
 

@@ -19,7 +19,7 @@ from matplotlib.patches import Patch
 from llmos_lab import allocator as alloc_mod
 from llmos_lab import events
 from llmos_lab.allocator import Allocation, Allocator
-from llmos_lab.errors import ConfigError, LlmosError
+from llmos_lab.errors import ArgumentTypeError, ConfigError, LlmosError
 
 from ._render import View, byte_unit, label_bars, new_figure
 
@@ -40,6 +40,8 @@ class AllocationView(View):
     dom_class = "llmos-allocation-view"
 
     def __init__(self, allocator: Allocator, *, scheduler: Any = None):
+        if not isinstance(allocator, Allocator):
+            raise ArgumentTypeError("allocator", allocator, "a llmos_lab.Allocator")
         super().__init__()
         if scheduler is not None and scheduler.allocator is not allocator:
             raise ConfigError("scheduler", scheduler, "one whose allocator is this allocator")

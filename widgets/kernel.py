@@ -21,6 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from llmos_lab import events
+from llmos_lab.errors import ArgumentTypeError, ConfigError
 from llmos_lab.units import format_bytes
 
 from ._render import View, byte_unit, label_bars, new_figure
@@ -62,6 +63,11 @@ class KernelMonitor(View):
     dom_class = "llmos-kernel-monitor"
 
     def __init__(self, kernel: Any, *, history: int = 10):
+        if not all(callable(getattr(kernel, a, None)) for a in ("ps", "memory", "load")):
+            raise ArgumentTypeError("kernel", kernel, "a llmos_lab.ModelKernel (with ps(), "
+                                    "memory() and load())")
+        if isinstance(history, bool) or not isinstance(history, int) or history < 1:
+            raise ConfigError("history", history, "an integer >= 1")
         super().__init__()
         self.kernel = kernel
         self._events: deque[tuple[float, str, bool]] = deque(maxlen=history)

@@ -14,7 +14,7 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 
-from llmos_lab.errors import ConfigError
+from llmos_lab.errors import ArgumentTypeError, ConfigError
 from llmos_lab.metrics import ClassificationReport
 
 from ._render import View, html_table, new_figure
@@ -36,8 +36,8 @@ class ReportView(View):
         super().__init__()
         for r in (report, other):
             if r is not None and not isinstance(r, ClassificationReport):
-                raise TypeError(f"ReportView shows ClassificationReports, got "
-                                f"{type(r).__name__}")
+                raise ArgumentTypeError("report", r, "a ClassificationReport (from "
+                                        "trainer.evaluate or ClassificationReport.from_labels)")
         if len(names) < (2 if other is not None else 1):
             raise ConfigError("names", list(names), "one per report")
         self.report, self.other, self.names = report, other, list(names)

@@ -15,7 +15,7 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 
-from llmos_lab.errors import ConfigError
+from llmos_lab.errors import ArgumentTypeError, ConfigError
 from llmos_lab.scheduler import Scheduler
 from llmos_lab.simulation import SimulationResult
 
@@ -29,8 +29,8 @@ class _Source:
 
     def __init__(self, source: Scheduler | SimulationResult, name: str | None):
         if not isinstance(source, (Scheduler, SimulationResult)):
-            raise TypeError(f"SchedulerView shows a Scheduler or a SimulationResult, "
-                            f"got {type(source).__name__}")
+            raise ArgumentTypeError("source", source, "a llmos_lab.Scheduler or a "
+                                    "SimulationResult (from lab.simulate)")
         self.source = source
         self.live = isinstance(source, Scheduler)
         self.policy = source.policy.name if self.live else source.policy

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from llmos_lab import events
-from llmos_lab.errors import ConfigError, NotFittedError
+from llmos_lab.errors import ArgumentTypeError, ConfigError, NotFittedError
 
 from ._render import View, html_table, new_figure
 
@@ -59,6 +59,11 @@ class _Run:
         return out
 
 
+def _check_trainer(trainer: Any) -> None:
+    if not (hasattr(trainer, "config") and callable(getattr(trainer, "stop", None))):
+        raise ArgumentTypeError("trainer", trainer, "a llmos_lab.Trainer")
+
+
 class TrainingDashboard(View):
     """Live loss (raw and smoothed) and evaluation curves of every watched run on one chart,
     progress, ETA and samples/s, and a Stop button.
@@ -70,6 +75,8 @@ class TrainingDashboard(View):
     dom_class = "llmos-training-dashboard"
 
     def __init__(self, *trainers: Any, names: list[str] | None = None):
+        for trainer in trainers:
+            _check_trainer(trainer)
         super().__init__()
         if names is not None and len(names) != len(trainers):
             raise ConfigError("names", names, f"one per trainer ({len(trainers)})")
@@ -90,6 +97,7 @@ class TrainingDashboard(View):
 
     def watch(self, trainer: Any, name: str | None = None, *, redraw: bool = True) -> None:
         """Follow another run (a trainer that already trained shows its history)."""
+        _check_trainer(trainer)
         cfg = trainer.config
         name = name or f"{cfg.model} · {cfg.method}"
         with self._lock:
