@@ -50,7 +50,7 @@ def _assets_check(args: argparse.Namespace) -> int:
 # ``llmos-lab bench NAME`` runs benchmarks/<module>.py from the source checkout (they are not
 # installed with the package). Add "trainer" here when its module appears.
 BENCHMARKS = {"kernel": "bench_kernel", "scheduler": "bench_scheduler",
-              "trainer": "bench_trainer"}
+              "trainer": "bench_trainer", "widgets": "bench_widgets"}
 
 
 def _benchmarks_dir() -> Path:

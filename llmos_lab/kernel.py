@@ -91,7 +91,7 @@ class ModelKernel:
         source = loading.Source.resolve(name_or_path)
         config = loading.read_config(source)
         task = loading.infer_task(name, config, source, task)
-        head = loading.head_kwargs(task, config, num_labels, list(labels) if labels else None)
+        head = loading.head_kwargs(task, config, num_labels, labels)
         dt = loading.parse_dtype(dtype)
         estimate = loading.estimate_bytes(config, task, head, dt)
         with self._lock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,12 @@ def head_kwargs(task: str, config, num_labels: int | None, labels: list[str] | N
     if task == "causal-lm":
         return {}
     if labels is not None:
+        if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence) or \
+                len(labels) == 0:
+            raise ConfigError("labels", labels, "a non-empty list of label names")
         labels = [str(x) for x in labels]
+        if len(set(labels)) < len(labels):
+            raise ConfigError("labels", labels, "distinct label names")
         if num_labels is not None and num_labels != len(labels):
             raise ConfigError("num_labels", num_labels, f"{len(labels)} (the number of labels)")
         num_labels = len(labels)

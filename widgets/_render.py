@@ -230,6 +230,8 @@ class View(widgets.VBox):
 
     def close(self) -> None:
         """Unsubscribe from every event, stop pending redraws, close the child widgets."""
+        if "_throttle" not in self.__dict__:  # refused in __init__: nothing was set up
+            return
         self._closed = True
         self._throttle.close()
         with self._draw_lock:  # let a drawing under way finish

@@ -34,8 +34,8 @@ class ReportView(View):
     def __init__(self, report: ClassificationReport, other: ClassificationReport | None = None,
                  *, names: Sequence[str] = ("A", "B")):
         super().__init__()
-        for r in (report, other):
-            if r is not None and not isinstance(r, ClassificationReport):
+        for i, r in enumerate((report, other)):
+            if (i == 0 or r is not None) and not isinstance(r, ClassificationReport):
                 raise ArgumentTypeError("report", r, "a ClassificationReport (from "
                                         "trainer.evaluate or ClassificationReport.from_labels)")
         if len(names) < (2 if other is not None else 1):
