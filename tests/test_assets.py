@@ -133,6 +133,7 @@ def test_model_path_hub_id_passes_through(monkeypatch, tmp_path):
 def test_model_path_local_dir_is_resolved(monkeypatch, tmp_path):
     model_dir = tmp_path / "models" / "mine"
     model_dir.mkdir(parents=True)
+    (model_dir / "config.json").write_text("{}")
     monkeypatch.chdir(tmp_path / "models")
     expected = str(model_dir.resolve())
     assert assets.model_path("mine") == expected

@@ -103,18 +103,17 @@ def test_background_thread_keeps_the_caller_free_and_stops():
     unsubscribe = events.subscribe("sched.step", lambda e: seen.set())
     try:
         s.submit(Task("bg", spin(10_000, 0.001)))
-        assert seen.wait(5)
+        assert seen.wait(120)
         assert s.running
-        s.stop()
+        s.stop()  # joins the thread: once it returns, no step can run any more
+        assert not s.running and not s._thread.is_alive()
         steps = s.metrics().loc[0, "steps"]
-        time.sleep(0.05)
-        assert s.metrics().loc[0, "steps"] == steps  # nothing ran after stop
-        assert not s.running
+        assert 0 < steps < 10_000 and s.metrics().loc[0, "state"] != "done"
     finally:
         unsubscribe()
     s2 = Scheduler("fifo").start()
     s2.submit(Task("quick", spin(5)))
-    assert s2.join(5)
+    assert s2.join(120)
     s2.stop()
 
 

@@ -418,7 +418,7 @@ def test_stop_from_another_thread_ends_after_the_current_step(tiny_model, train_
         seen.append(event.payload["step"])
         if event.payload["step"] == 3:
             threading.Thread(target=lambda: (trainer.stop(), stopped.set())).start()
-            stopped.wait(5)
+            assert stopped.wait(120)
 
     off = [lab.events.subscribe("train.step", on_step),
            lab.events.subscribe("train.stopped", on_step)]

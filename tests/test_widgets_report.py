@@ -85,7 +85,7 @@ def test_many_classes_are_drawn_without_numbers_in_cells():
 
 
 def test_bad_input_is_refused():
-    with pytest.raises(TypeError, match="ClassificationReports"):
+    with pytest.raises(TypeError, match="ClassificationReport"):
         ReportView({"accuracy": 1.0})
     with pytest.raises(ConfigError, match="one per report"):
         ReportView(report(0), report(1), names=("only",))

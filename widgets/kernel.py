@@ -63,9 +63,9 @@ class KernelMonitor(View):
     dom_class = "llmos-kernel-monitor"
 
     def __init__(self, kernel: Any, *, history: int = 10):
-        if not all(callable(getattr(kernel, a, None)) for a in ("ps", "memory", "load")):
-            raise ArgumentTypeError("kernel", kernel, "a llmos_lab.ModelKernel (with ps(), "
-                                    "memory() and load())")
+        if not all(callable(getattr(kernel, a, None)) for a in ("ps", "memory")):
+            raise ArgumentTypeError("kernel", kernel, "a llmos_lab.ModelKernel (with ps() and "
+                                    "memory())")
         if isinstance(history, bool) or not isinstance(history, int) or history < 1:
             raise ConfigError("history", history, "an integer >= 1")
         super().__init__()
