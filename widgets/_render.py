@@ -57,18 +57,26 @@ def figure_png(fig: Figure) -> bytes:
 
 def layout_key(fig: Figure) -> tuple:
     """What decides a figure's constrained layout: its size, its axes and the texts around
-    them (tick labels on the y axis, titles, legend entries). X tick labels change with the
-    data but not the layout's margins."""
+    them (tick labels we set, axis labels, titles, legend entries). Automatic numeric tick
+    labels change with the data but hardly the layout's margins."""
     parts: list[Any] = [tuple(fig.get_size_inches()), fig._suptitle is not None]
     for ax in fig.axes:
         legend = ax.get_legend()
         parts.append((
             tuple(ax.get_subplotspec().get_geometry()) if ax.get_subplotspec() else None,
-            tuple(t.get_text() for t in ax.get_yticklabels()), ax.get_ylabel(), ax.get_xlabel(),
+            _tick_texts(ax.yaxis), _tick_texts(ax.xaxis), ax.get_ylabel(), ax.get_xlabel(),
             bool(ax.get_title(loc="left")), bool(ax.get_title()),
             tuple(t.get_text() for t in legend.get_texts()) if legend else None,
             ax.yaxis.get_label_position(), ax.yaxis.get_ticks_position()))
     return tuple(parts)
+
+
+def _tick_texts(axis: Any) -> tuple | None:
+    """Tick labels we set (a FixedFormatter); automatic ones are numbers of a steady width."""
+    from matplotlib.ticker import FixedFormatter
+
+    formatter = axis.get_major_formatter()
+    return tuple(formatter.seq) if isinstance(formatter, FixedFormatter) else None
 
 
 class LayoutCache:
@@ -85,9 +93,11 @@ class LayoutCache:
     def render(self, fig: Figure) -> bytes:
         key = layout_key(fig)
         cached = self._positions.get(key)
+        if cached is None and fig.get_layout_engine() is None:
+            fig.set_layout_engine("constrained")  # a reused figure with a new structure
         if cached is not None and len(cached[0]) == len(fig.axes):
             positions, title_y = cached
-            fig.set_layout_engine("none")
+            fig.set_layout_engine(None)  # "none" keeps a placeholder that savefig lays out
             for ax, position in zip(fig.axes, positions, strict=True):
                 ax.set_position(position)
             if fig._suptitle is not None and title_y is not None:
@@ -99,6 +109,27 @@ class LayoutCache:
         title_y = fig._suptitle.get_position()[1] if fig._suptitle is not None else None
         self._positions[key] = ([ax.get_position() for ax in fig.axes], title_y)
         return png
+
+
+def scrub(ax: Any) -> None:
+    """Remove what a previous drawing put on ``ax`` but keep the axes and their tick objects
+    (creating those is a third of drawing a fresh figure): data artists, legend, limits,
+    tick positions and labels go back to their defaults."""
+    from matplotlib.ticker import AutoLocator, ScalarFormatter
+
+    for artist in [*ax.patches, *ax.lines, *ax.texts, *ax.collections, *ax.images]:
+        artist.remove()
+    ax.containers.clear()  # bar containers would hand their old labels to a new legend
+    if ax.legend_ is not None:
+        ax.legend_.remove()
+    ax.relim()
+    ax.set_autoscale_on(True)
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(AutoLocator())
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_tick_params(labelrotation=0)
+    ax.set_title("")
+    ax.set_title("", loc="left")
 
 
 class Throttle:
@@ -204,6 +235,7 @@ class View(widgets.VBox):
         self._unsubscribe: list[Callable[[], None]] = []
         self._throttle = Throttle(self.refresh)
         self._layouts = LayoutCache()
+        self._figure: tuple[tuple, Figure, Any] | None = None
         self._png = b""
         self._closed = False
         self.redraws = 0  # how many times the chart was drawn (for tests and debugging)
@@ -235,7 +267,8 @@ class View(widgets.VBox):
                 return self._png
             fig = self._draw()
             png = self._layouts.render(fig)
-            fig.clear()
+            if self._figure is None or fig is not self._figure[1]:
+                fig.clear()  # a one-off figure: free its artists now
             self._png = png
             self.redraws += 1
             self.image.value = png
@@ -246,6 +279,22 @@ class View(widgets.VBox):
         """The current snapshot (drawn first if a redraw is pending or none exists yet)."""
         self._throttle.flush()
         return self._png if self._png else self.refresh()
+
+    def _subplots(self, width: float, height: float, nrows: int, ncols: int,
+                  **gridspec: Any) -> tuple[Figure, Any]:
+        """(figure, 2-d array of axes) for a drawing of this shape: the previous drawing's,
+        scrubbed, while the shape is unchanged (live views redraw the same shape with new
+        data), else a new one."""
+        key = (round(width, 3), round(height, 3), nrows, ncols, repr(sorted(gridspec.items())))
+        if self._figure is not None and self._figure[0] == key:
+            _, fig, axes = self._figure
+            for ax in axes.flat:
+                scrub(ax)
+            return fig, axes
+        fig = new_figure(width, height)
+        axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw=gridspec or None)
+        self._figure = (key, fig, axes)
+        return fig, axes
 
     def _draw(self) -> Figure:
         raise NotImplementedError

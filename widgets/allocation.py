@@ -21,7 +21,7 @@ from llmos_lab import events
 from llmos_lab.allocator import Allocation, Allocator
 from llmos_lab.errors import ArgumentTypeError, ConfigError, LlmosError
 
-from ._render import View, byte_unit, label_bars, new_figure
+from ._render import View, byte_unit, label_bars
 
 PRIORITY_RANGE = (0, 10)
 WEIGHT_RANGE = (0.1, 10.0)
@@ -145,8 +145,9 @@ class AllocationView(View):
         demands = list(a.demands.values()) if a else []
         tenants = sorted({d.tenant for d in demands if d.tenant is not None})
         rows = ["granted", "wanted"] + (["tenants"] if tenants else [])
-        fig = new_figure(8.5, 0.9 + len(resources) * (0.55 * len(rows) + 0.5))
-        axes = fig.subplots(len(resources), 1, squeeze=False)[:, 0]
+        fig, axes = self._subplots(8.5, 0.9 + len(resources) * (0.55 * len(rows) + 0.5),
+                                   len(resources), 1)
+        axes = axes[:, 0]
         ids = [d.id for d in demands]
         for ax, r in zip(axes, resources, strict=True):
             scale, unit = _scale(r, getattr(cap, r))

@@ -24,7 +24,7 @@ from llmos_lab import events
 from llmos_lab.errors import ArgumentTypeError, ConfigError
 from llmos_lab.units import format_bytes
 
-from ._render import View, byte_unit, label_bars, new_figure
+from ._render import View, byte_unit, label_bars
 
 STATE_COLOURS = {"resident": "C0", "host": "C1", "disk": "#999999"}
 TASKS = ("auto", "sequence-classification", "token-classification", "causal-lm")
@@ -146,9 +146,9 @@ class KernelMonitor(View):
         memory = self.kernel.memory()
         with self._lock:
             self._table = table
-        fig = new_figure(8.5, 1.9 + 0.32 * max(len(table), 1))
-        top, bottom = fig.subplots(2, 1, gridspec_kw={"height_ratios":
-                                                       [1.2, max(1.2, 0.45 * len(table))]})
+        fig, axes = self._subplots(8.5, 1.9 + 0.32 * max(len(table), 1), 2, 1,
+                                   height_ratios=[1.2, max(1.2, 0.45 * len(table))])
+        top, bottom = axes[:, 0]
         sizes = (table["bytes"] + table["adapter_bytes"]).to_numpy(dtype=float)
         self._draw_memory(top, table, sizes, memory)
         self._draw_models(bottom, table, sizes, memory["budget"])

@@ -20,7 +20,7 @@ from llmos_lab.errors import ArgumentTypeError, ConfigError
 from llmos_lab.scheduler import Scheduler
 from llmos_lab.simulation import SimulationResult
 
-from ._render import View, html_table, new_figure
+from ._render import View, html_table
 
 MAX_GANTT_TASKS = 30  # more rows than this are unreadable; the rest are counted in the title
 
@@ -93,8 +93,8 @@ class SchedulerView(View):
 
     def _draw(self):
         data = self._snapshot()
-        fig = new_figure(min(6.5 * len(data), 13), 5.5)
-        axes = fig.subplots(2, len(data), squeeze=False, gridspec_kw={"height_ratios": [2, 1]})
+        fig, axes = self._subplots(min(6.5 * len(data), 13), 5.5, 2, len(data),
+                                   height_ratios=[2, 1])
         for col, (src, timeline, shares) in enumerate(data):
             self._gantt(axes[0, col], src, timeline, shares)
             self._shares(axes[1, col], src, shares)

@@ -22,7 +22,7 @@ import pandas as pd
 from llmos_lab import events
 from llmos_lab.errors import ArgumentTypeError, ConfigError, NotFittedError
 
-from ._render import View, html_table, new_figure
+from ._render import View, html_table
 
 _RUNNING = ("running", "stopping")
 
@@ -165,8 +165,8 @@ class TrainingDashboard(View):
         runs = self._snapshot()
         metrics = sorted({c for _, h, _ in runs for c in h.columns
                           if c.startswith("eval_") and h[c].notna().any()})
-        fig = new_figure(10 if metrics else 7.5, 3.6)
-        axes = fig.subplots(1, 2 if metrics else 1, squeeze=False)[0]
+        fig, axes = self._subplots(10 if metrics else 7.5, 3.6, 1, 2 if metrics else 1)
+        axes = axes[0]
         loss_ax = axes[0]
         for i, (name, h, _) in enumerate(runs):
             if not len(h):
