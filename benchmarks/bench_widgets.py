@@ -6,7 +6,9 @@
 
 A redraw is what the throttle runs: the chart drawn and encoded as PNG, plus the view's HTML
 panels. Target: at most 100 ms per view on a 2-core CPU (``target_ms``), so the throttle keeps
-redraws well under 10% of the time of the work they show.
+redraws well under 10% of the time of the work they show. ``first_ms`` is the first drawing
+(layout computed once); views of immutable inputs (``static``: a report, finished
+simulations) draw each state once, so their redraws are cache hits: ``first_ms`` is theirs.
 """
 
 from __future__ import annotations
@@ -64,6 +66,20 @@ def scheduler_view():
                          names=("rr", "stride"))
 
 
+def live_scheduler_view():
+    """Notebook 02's part 3: a fine-tuning task, two inference streams and an evaluation on
+    one live scheduler (run to the end here, so every redraw shows all ~60 slices)."""
+    from llmos_lab.widgets import SchedulerView
+
+    sched = lab.Scheduler(policy="stride")
+    for name, steps, weight in (("train", 40, 2.0), ("serve", 8, 1.0), ("batch", 8, 1.0),
+                                ("eval", 3, 1.0)):
+        sched.submit(lab.Task(name, iter(range(steps)), weight=weight))
+    view = SchedulerView(sched, names=["stride (real tasks)"])
+    sched.run()
+    return view
+
+
 def training_dashboard():
     from llmos_lab.widgets import TrainingDashboard
 
@@ -102,6 +118,7 @@ def kernel_monitor():
 
 VIEWS: dict[str, Callable[[], Any]] = {
     "AllocationView": allocation_view, "SchedulerView": scheduler_view,
+    "SchedulerView (live)": live_scheduler_view,
     "TrainingDashboard": training_dashboard, "ReportView": report_view,
     "KernelMonitor": kernel_monitor,
 }
@@ -110,7 +127,10 @@ VIEWS: dict[str, Callable[[], Any]] = {
 def measure(name: str, repeats: int) -> dict[str, Any]:
     view = VIEWS[name]()
     try:
-        view.refresh()  # first draw: fonts and caches warm up
+        view._static.clear()
+        started = time.perf_counter()
+        view.refresh()  # first draw: layout computed, fonts and caches warm up
+        first = (time.perf_counter() - started) * 1e3
         times = []
         for _ in range(repeats):
             started = time.perf_counter()
@@ -118,7 +138,9 @@ def measure(name: str, repeats: int) -> dict[str, Any]:
             times.append((time.perf_counter() - started) * 1e3)
         return {"benchmark": "redraw", "view": name, "median_ms": round(statistics.median(times),
                                                                           1),
-                "min_ms": round(min(times), 1), "repeats": repeats, "png_bytes": len(png),
+                "min_ms": round(min(times), 1), "first_ms": round(first, 1),
+                "static": view._state_key() is not None, "repeats": repeats,
+                "png_bytes": len(png),
                 "target_ms": TARGET_MS, "within_target": statistics.median(times) <= TARGET_MS}
     finally:
         view.close()

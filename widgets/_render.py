@@ -236,6 +236,7 @@ class View(widgets.VBox):
         self._throttle = Throttle(self.refresh)
         self._layouts = LayoutCache()
         self._figure: tuple[tuple, Figure, Any] | None = None
+        self._static: dict[Any, bytes] = {}  # PNG per state of a view of immutable inputs
         self._png = b""
         self._closed = False
         self.redraws = 0  # how many times the chart was drawn (for tests and debugging)
@@ -265,10 +266,16 @@ class View(widgets.VBox):
         with self._draw_lock:
             if self._closed:
                 return self._png
-            fig = self._draw()
-            png = self._layouts.render(fig)
-            if self._figure is None or fig is not self._figure[1]:
-                fig.clear()  # a one-off figure: free its artists now
+            key = self._state_key()
+            if key is not None and key in self._static:
+                png = self._static[key]  # inputs that cannot change: the same picture
+            else:
+                fig = self._draw()
+                png = self._layouts.render(fig)
+                if key is not None:
+                    self._static[key] = png
+                if self._figure is None or fig is not self._figure[1]:
+                    fig.clear()  # a one-off figure: free its artists now
             self._png = png
             self.redraws += 1
             self.image.value = png
@@ -295,6 +302,12 @@ class View(widgets.VBox):
         axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw=gridspec or None)
         self._figure = (key, fig, axes)
         return fig, axes
+
+    def _state_key(self) -> Any:
+        """None for a view that follows changing objects (redrawn every time); a hashable
+        key for one whose inputs cannot change (a report, a finished simulation), so each
+        of its states is drawn once."""
+        return None
 
     def _draw(self) -> Figure:
         raise NotImplementedError

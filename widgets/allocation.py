@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from llmos_lab import allocator as alloc_mod
 from llmos_lab import events
@@ -172,6 +173,7 @@ class AllocationView(View):
             ax.axvline(capacity, color="#c00", linestyle="--", linewidth=1.5, label="capacity")
             ax.set_yticks(list(y.values()), list(y.keys()))
             ax.set_xlim(0, max(capacity, want.sum(), 1e-12) * 1.05)
+            ax.xaxis.set_major_locator(MaxNLocator(6))  # each tick label costs a redraw
             ax.set_xlabel(f"{r} ({unit})" if unit else f"{r} (share of the machine)")
             ax.set_title(f"{r}: {grant.sum():.3g} of {capacity:.3g}{' ' + unit if unit else ''}"
                          " granted", fontsize=10, loc="left")

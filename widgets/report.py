@@ -67,6 +67,9 @@ class ReportView(View):
 
     # ------------------------------------------------------------------ drawing
 
+    def _state_key(self):
+        return ("normalize", self.normalize.value)  # reports are immutable
+
     def _draw(self):
         pairs = self.reports
         n = max(len(r.confusion) for _, r in pairs)

@@ -15,6 +15,7 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 from matplotlib.collections import PolyCollection
+from matplotlib.ticker import MaxNLocator
 
 from llmos_lab.errors import ArgumentTypeError, ConfigError
 from llmos_lab.scheduler import Scheduler
@@ -44,12 +45,18 @@ class _Source:
         return self.source.metrics() if self.live else self.source.metrics
 
     def shares(self) -> pd.DataFrame:
-        """Measured vs allocated share per task (while all compete), with state and steps."""
+        """Measured vs allocated share per task (while all compete), with state and steps; a
+        simulation result never changes, so its shares are computed once."""
+        cached = getattr(self, "_shares", None)
+        if cached is not None:
+            return cached
         shares = self.source.shares()
         metrics = self.metrics()
         if len(metrics):
             extra = metrics.set_index("task")[[c for c in ("state", "steps") if c in metrics]]
             shares = shares.join(extra, on="task").pipe(_with_attrs, shares.attrs)
+        if not self.live:
+            self._shares = shares
         return shares
 
 
@@ -84,16 +91,22 @@ class SchedulerView(View):
         self.refresh()
 
     def _snapshot(self) -> list[tuple[_Source, pd.DataFrame, pd.DataFrame]]:
-        return [(s, s.timeline(), s.shares()) for s in self.sources]
+        data = [(s, s.timeline(), s.shares()) for s in self.sources]
+        self._drawn = {id(s): shares for s, _, shares in data}  # the tables show the same
+        return data
 
     def _colour(self, task: str) -> str:
         with self._lock:
             index = self._colours.setdefault(task, len(self._colours))
         return f"C{index % 10}"
 
+    def _state_key(self):
+        """Simulation results never change: only a live scheduler needs redrawing."""
+        return None if any(s.live for s in self.sources) else "static"
+
     def _draw(self):
         data = self._snapshot()
-        fig, axes = self._subplots(min(6.5 * len(data), 13), 5.5, 2, len(data),
+        fig, axes = self._subplots(min(5.6 * len(data), 11.2), 4.8, 2, len(data),
                                    height_ratios=[2, 1])
         for col, (src, timeline, shares) in enumerate(data):
             self._gantt(axes[0, col], src, timeline, shares)
@@ -131,6 +144,7 @@ class SchedulerView(View):
         ax.set_ylabel("task")
         more = f" (first {len(shown)} of {len(tasks)} tasks)" if len(tasks) > len(shown) else ""
         ax.set_title(f"{src.name}: {len(timeline)} slices{more}", fontsize=10, loc="left")
+        ax.xaxis.set_major_locator(MaxNLocator(5))  # fewer tick labels: each costs a redraw
         ax.grid(axis="x", alpha=0.3)
 
     def _shares(self, ax: Any, src: _Source, shares: pd.DataFrame) -> None:
@@ -147,6 +161,7 @@ class SchedulerView(View):
         top = max(1e-9, shown["share"].max(), shown["allocated_share"].max()) if len(shown) \
             else 1.0
         ax.set_ylim(0, top * 1.45)  # room for the legend above the bars
+        ax.yaxis.set_major_locator(MaxNLocator(3))
         ax.legend(fontsize=8, loc="upper right", frameon=False, ncols=2)
         ax.set_title(f"Jain's index {shares.attrs.get('jain', 1.0):.3f} "
                      f"(1 = every task got its share)", fontsize=10, loc="left")
@@ -156,8 +171,10 @@ class SchedulerView(View):
 
     def _tables_html(self) -> str:
         parts = []
+        drawn = getattr(self, "_drawn", {})
         for src in self.sources:
-            s = src.shares()
+            s = drawn.get(id(src))
+            s = src.shares() if s is None else s
             df = s.set_index("task")[[c for c in ("state", "steps", "busy_seconds", "share",
                                                   "allocated_share") if c in s]]
             with np.errstate(divide="ignore", invalid="ignore"):

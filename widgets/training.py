@@ -18,6 +18,7 @@ from typing import Any
 import ipywidgets as widgets
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from llmos_lab import events
 from llmos_lab.errors import ArgumentTypeError, ConfigError, NotFittedError
@@ -179,6 +180,8 @@ class TrainingDashboard(View):
         loss_ax.set_ylabel("training loss")
         loss_ax.set_title("loss (faint: per step, solid: smoothed)", fontsize=10, loc="left")
         loss_ax.grid(alpha=0.3)
+        for axis in (loss_ax.xaxis, loss_ax.yaxis):
+            axis.set_major_locator(MaxNLocator(5))  # each tick label costs a redraw
         if any(len(h) for _, h, _ in runs):
             loss_ax.legend(fontsize=8, frameon=False)
         else:
@@ -198,6 +201,7 @@ class TrainingDashboard(View):
                 ax.set_ylim(0, 1.02)  # accuracy and F1 read against their whole range
             ax.set_title("evaluation", fontsize=10, loc="left")
             ax.grid(alpha=0.3)
+            ax.xaxis.set_major_locator(MaxNLocator(5))
             ax.legend(fontsize=8, frameon=False)
         fig.suptitle("Training · " + (" vs ".join(n for n, _, _ in runs) or "no runs"))
         return fig
