@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from . import assets, events, inference, loading
+from . import adapters, assets, events, inference, loading
 from .devices import resolve_device
 from .errors import (
     AdapterError,
@@ -35,7 +35,6 @@ from .errors import (
     ModelStateError,
     TaskError,
     UnknownNameError,
-    check_keywords,
 )
 from .swap import ModelRecord, SwapSpace
 from .units import format_bytes, parse_bytes
@@ -266,7 +265,7 @@ class ModelKernel:
             is_peft = isinstance(rec.model, PeftModel)
             if isinstance(path_or_config, (str, os.PathLike)):
                 path = Path(path_or_config)
-                _check_adapter_folder(path)  # before PEFT touches the model
+                adapters.check_folder(path)  # before PEFT touches the model
                 try:
                     with loading.quiet():
                         if is_peft:
@@ -275,17 +274,17 @@ class ModelKernel:
                             rec.model = PeftModel.from_pretrained(rec.model, str(path),
                                                                   adapter_name=adapter_name)
                 except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-                    _drop_half_added(rec, adapter_name)
+                    adapters.drop_half_added(rec, adapter_name)
                     raise AdapterError(f"cannot add adapter {adapter_name!r} to {model!r} from "
                                        f"{str(path)!r}: {type(exc).__name__}: "
                                        f"{str(exc).strip().splitlines()[0][:300]}") from None
             else:
                 config = path_or_config
                 if isinstance(config, dict):
-                    _check_lora_keys(config)
+                    adapters.check_lora_keys(config)
                 if config is None or isinstance(config, dict):
                     config = LoraConfig(**{"r": 8, "lora_alpha": 16,
-                                           "task_type": _PEFT_TASKS[rec.task],
+                                           "task_type": adapters.PEFT_TASKS[rec.task],
                                            **(config or {})})
                 if not isinstance(config, PeftConfig):
                     raise AdapterError(f"adapter for {model!r}: expected a path, a PEFT config "
@@ -302,7 +301,7 @@ class ModelKernel:
                         from exc
             rec.model.to(self.device).eval()
             rec.model._llmos_adapter_layers = None  # new adapter layers: find them again
-            rec.adapters[adapter_name] = _adapter_bytes(rec.model, adapter_name)
+            rec.adapters[adapter_name] = adapters.adapter_bytes(rec.model, adapter_name)
             rec.adapter_image = None  # adapters changed: the swap copy is stale
         with self._lock:
             self._make_room(0, model)
@@ -459,7 +458,7 @@ class ModelKernel:
         if adapter not in rec.adapters:
             raise AdapterError(f"model {rec.name!r} has no adapter {adapter!r}; its adapters: "
                                f"{', '.join(rec.adapters) or '(none)'}")
-        _switch_adapter(rec.model, adapter)
+        adapters.switch(rec.model, adapter)
         yield
 
 
@@ -483,97 +482,14 @@ class ModelHandle:
         return f"<model {self.name!r}: {row['kind']}, {row['state']}, {format_bytes(row['bytes'])}>"
 
 
-_PEFT_TASKS = {"sequence-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS",
-               "causal-lm": "CAUSAL_LM"}
-
-
-_LORA_ALIASES = {"rank": "r", "alpha": "lora_alpha", "dropout": "lora_dropout",
-                 "targets": "target_modules"}
-
-
-def _check_lora_keys(options: dict[str, Any]) -> None:
-    import dataclasses
-
-    from peft import LoraConfig
-
-    known = [f.name for f in dataclasses.fields(LoraConfig)]
-    for key in options:
-        if key in _LORA_ALIASES:
-            raise AdapterError(f"unknown LoRA option {key!r}; did you mean "
-                               f"{_LORA_ALIASES[key]!r}?")
-        check_keywords("LoraConfig", [key], known)
-
-
-def _check_adapter_folder(path: Path) -> None:
-    """A saved adapter has a readable adapter_config.json and a weights file that opens."""
-    from peft import PeftConfig
-    from safetensors import safe_open
-
-    if not (path / "adapter_config.json").is_file():
-        raise AdapterError(f"{str(path)!r} is not a saved adapter (no adapter_config.json)")
-    try:
-        with loading.quiet():
-            PeftConfig.from_pretrained(str(path))
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise AdapterError(f"{str(path / 'adapter_config.json')!r} is not a valid adapter "
-                           f"config: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                           ) from None
-    weights = path / "adapter_model.safetensors"
-    if not weights.is_file():
-        if (path / "adapter_model.bin").is_file():
-            return
-        raise AdapterError(f"{str(path)!r} has no adapter weights (adapter_model.safetensors)")
-    try:
-        with safe_open(str(weights), "pt") as fh:
-            fh.keys()
-    except Exception as exc:  # SafetensorError
-        raise AdapterError(f"{str(weights)!r} cannot be read: {exc}") from None
-
-
-def _drop_half_added(rec: ModelRecord, adapter: str) -> None:
-    """PEFT may have registered the adapter before failing on its weights: remove it."""
-    from contextlib import suppress
-
-    with suppress(Exception):
-        if adapter in getattr(rec.model, "peft_config", {}):
-            rec.model.delete_adapter(adapter)
-
-
 def _labels(model: torch.nn.Module, task: str) -> list[str]:
     if task == "causal-lm":
         return []
     return [model.config.id2label[i] for i in range(model.config.num_labels)]
 
 
-def _switch_adapter(model: torch.nn.Module, adapter: str) -> None:
-    """Activate one adapter for inference. PEFT's ``set_adapter`` walks every module and
-    toggles gradients (~1 ms for MiniLM); here the first switch goes through it (freezing every
-    adapter) and later ones only point each adapter layer at the new name (~0.05 ms)."""
-    base = model.base_model
-    if getattr(base, "active_adapter", None) == adapter:
-        return
-    layers = getattr(model, "_llmos_adapter_layers", None)
-    if layers is None:  # first switch since adapters changed: PEFT's own path, all frozen
-        from peft.tuners.tuners_utils import BaseTunerLayer
-        from peft.utils.other import AuxiliaryTrainingWrapper
-
-        base.set_adapter(adapter, inference_mode=True)
-        model._llmos_adapter_layers = [
-            m for m in model.modules() if isinstance(m, (BaseTunerLayer, AuxiliaryTrainingWrapper))]
-    else:  # every adapter is frozen already: only which one is active changes
-        for layer in layers:
-            layer._active_adapter = [adapter]
-    base.active_adapter = adapter
-
-
 def _base(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _adapter_bytes(model: torch.nn.Module, adapter: str) -> int:
-    marker = f".{adapter}."
-    return sum(p.numel() * p.element_size() for n, p in model.named_parameters()
-               if marker in f".{n}.")
 
 
 def _release_memory(device: torch.device | None = None) -> None:

@@ -320,6 +320,13 @@ CASES: dict[str, Case] = {
                                      E.UnknownNameError, "'lottery'"),
     "submit not a Task": Case(lambda c: lab.Scheduler().submit(lambda: None), E.ConfigError,
                               "task="),
+    "inference_task batch_size 0": Case(lambda c: lab.tasks.inference_task(
+        c.kernel, "sent", ["a", "b"], batch_size=0), E.ConfigError, "batch_size=0"),
+    "inference_task texts None": Case(lambda c: lab.tasks.inference_task(c.kernel, "sent",
+                                                                         None),
+                                      E.ColumnTypeError, "NoneType"),
+    "evaluation_task batch_size -2": Case(lambda c: lab.tasks.evaluation_task(
+        c.trainer, keyword_frame(8, 0), batch_size=-2), E.ConfigError, "batch_size=-2"),
     "set_priority unknown task": Case(lambda c: lab.Scheduler().set_priority("t", 2),
                                       E.UnknownNameError, "'t'"),
     # ----------------------------------------------------------------- simulation

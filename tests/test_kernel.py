@@ -353,3 +353,39 @@ def test_smollm2_generates_from_the_shipped_gguf():
     out = k.generate("lm", ["The capital of France is"], max_new_tokens=8)
     assert "Paris" in out.loc[0, "completion"]
     assert k.ps().loc[0, "bytes"] > 400 * 2**20  # 135M parameters, dequantised
+
+
+def test_evict_waits_for_a_call_in_flight_on_that_model(tiny_kernel, monkeypatch):
+    """The window the probe hit: a call holds the model (active) but has not started
+    computing; a public evict then pulled the weights from under it."""
+    import contextlib
+
+    from tests.test_widgets import wait_until
+
+    k = tiny_kernel
+    expected = k.infer("a", TEXTS)
+    real_use = lab.ModelKernel._use
+    inside, gate = threading.Event(), threading.Event()
+
+    @contextlib.contextmanager
+    def held(self, name):
+        with real_use(self, name) as rec:
+            if threading.current_thread().name == "infer":
+                inside.set()
+                assert gate.wait(120)
+            yield rec
+
+    monkeypatch.setattr(lab.ModelKernel, "_use", held)
+    out: dict[str, pd.DataFrame] = {}
+    call = threading.Thread(target=lambda: out.update(df=k.infer("a", TEXTS)), name="infer")
+    call.start()
+    assert inside.wait(120)
+    evict = threading.Thread(target=lambda: k.evict("a"))
+    evict.start()
+    assert wait_until(lambda: len(k._idle._waiters) > 0)  # the evict waits for the call
+    assert k.ps().set_index("name").loc["a", "state"] == "resident"
+    gate.set()
+    call.join(120)
+    evict.join(120)
+    pd.testing.assert_frame_equal(out["df"], expected)
+    assert k.ps().set_index("name").loc["a", "state"] == "disk"
