@@ -34,8 +34,8 @@ import llmos_lab as lab
 from tests.test_trainer import keyword_frame
 cfg = lab.TrainConfig(model="tiny-bert", max_steps=30, lr=1e-2, batch_size=16, device="cpu",
                       seed=5, checkpoint_every=1, checkpoint_dir=sys.argv[1])
-print("ready", flush=True)
-lab.Trainer(cfg).fit(keyword_frame(96, 0), progress=False)
+for row in lab.Trainer(cfg).steps(keyword_frame(96, 0)):
+    print(row["step"], flush=True)  # the checkpoint of this step is written by now
 print("finished", flush=True)
 """
 
@@ -45,14 +45,19 @@ def config(**kw) -> lab.TrainConfig:
                            device="cpu", seed=5, **kw)
 
 
-def trial(reference, folder: Path, delay: float) -> dict:
+def trial(reference, folder: Path, at_step: int, delay: float) -> dict:
+    """Kill ``delay`` seconds after step ``at_step`` was reported: inside the next step or
+    the save of its checkpoint (a step and its save take ~10-60 ms here)."""
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(folder)], cwd=ROOT,
                              stdout=subprocess.PIPE, text=True, env=os.environ.copy())
-    assert child.stdout.readline().strip() == "ready"
-    time.sleep(delay)  # pace: a random moment of the run
+    for line in child.stdout:
+        if line.strip() == str(at_step):
+            break
+    time.sleep(delay)  # pace: a random moment inside the following step and save
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=120)
-    out = {"delay_s": round(delay, 3), "killed": child.returncode == -signal.SIGKILL}
+    out = {"after_step": at_step, "delay_s": round(delay, 4),
+           "killed": child.returncode == -signal.SIGKILL}
     try:
         state = lab.checkpoints.read_state(folder)
         out["resumed_from_step"] = state["step"]
@@ -71,15 +76,16 @@ def trial(reference, folder: Path, delay: float) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--max-delay", type=float, default=8.0,
-                        help="kill within this many seconds of the child being ready")
+    parser.add_argument("--max-delay", type=float, default=0.06,
+                        help="kill within this many seconds after the chosen step")
     args = parser.parse_args(argv)
     reference = lab.Trainer(config()).fit(keyword_frame(96, 0), progress=False)
     rng = random.Random()
     results = []
     with tempfile.TemporaryDirectory(prefix="sigkill-trials-") as tmp:
         for i in range(args.trials):
-            line = trial(reference, Path(tmp) / f"run{i}", rng.uniform(0.0, args.max_delay))
+            line = trial(reference, Path(tmp) / f"run{i}", rng.randint(1, 28),
+                         rng.uniform(0.0, args.max_delay))
             results.append(line)
             print(json.dumps({"trial": i, **line}), flush=True)
     good = sum(r["identical"] and not r["temporaries_left"] for r in results)
