@@ -205,7 +205,7 @@ def tiny_causal_lm_path(hidden_size: int = 32, layers: int = 2) -> Path:
 
 def _save_built(target: Path, model, tokenizer) -> Path:
     from . import _io
-    from .loading import quiet
+    from ._io import quiet
 
     def write(folder: str) -> None:
         with quiet():

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from . import _io, assets
+from ._io import quiet
 from .errors import ConfigError, LlmosError, ModelSourceError, TaskError
 
 TASKS = ("sequence-classification", "token-classification", "causal-lm")
@@ -237,21 +238,3 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-
-
-@contextlib.contextmanager
-def quiet():
-    """Silence transformers' progress bars and expected warnings (new heads, GGUF)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,12 @@ import pandas as pd
 from . import events
 from .allocator import Allocator, Demand, Resources
 from .errors import ConfigError, UnknownNameError
+from .sched_policies import Policy, check_quantum, get, policies, register
+from .shares import entitled_shares, task_metrics, window_shares
+
+# the policy registry and the share measures live in their own modules; these names stay here
+__all__ = ["Policy", "Scheduler", "Task", "TaskState", "check_quantum", "entitled_shares",
+           "get", "policies", "register", "task_metrics", "window_shares"]
 
 
 @dataclass
@@ -85,65 +91,6 @@ class TaskState:
     @property
     def id(self) -> str:
         return self.task.id
-
-
-# ------------------------------------------------------------------------------- policies
-
-
-@dataclass(frozen=True)
-class Policy:
-    """How the next task is chosen: smallest ``key`` among ready tasks runs for ``quantum``
-    steps (None: to completion); ``preemptive`` re-decides after every step."""
-
-    name: str
-    key: Callable[[TaskState], Any]
-    quantum: int | None = 1
-    preemptive: bool = False
-    charge: Callable[[TaskState, float], None] = field(default=lambda s, seconds: None)
-
-
-def _stride_charge(s: TaskState, seconds: float) -> None:
-    s.pass_ += seconds / max(s.weight, 1e-12)
-    s.ema = seconds if s.ema is None else 0.8 * s.ema + 0.2 * seconds
-
-
-def _stride_key(s: TaskState) -> tuple[float, int]:
-    """Virtual *finish* time: the pass after the expected next step. Ordering by finish
-    rather than start time halves how far a task with long steps can run ahead."""
-    return s.pass_ + (s.ema or 0.0) / max(s.weight, 1e-12), s.seq
-
-
-_POLICIES: dict[str, Callable[..., Policy]] = {
-    "fifo": lambda quantum=None: Policy("fifo", lambda s: s.seq, None),
-    "rr": lambda quantum=1: Policy("rr", lambda s: (s.last_ran, s.seq), quantum),
-    "priority": lambda quantum=1: Policy("priority", lambda s: (-s.priority, s.seq), 1, True),
-    "stride": lambda quantum=1: Policy("stride", _stride_key, quantum, False, _stride_charge),
-}
-
-
-def register(name: str, factory: Callable[..., Policy]) -> None:
-    """Add a scheduling policy: ``factory(quantum=...) -> Policy``."""
-    _POLICIES[name] = factory
-
-
-def get(name: str, quantum: int | None = None) -> Policy:
-    """The policy ``name`` with ``quantum`` steps per turn (None: the policy's default)."""
-    check_quantum(quantum)
-    try:
-        factory = _POLICIES[name]
-    except (KeyError, TypeError):
-        raise UnknownNameError("scheduling policy", name, _POLICIES) from None
-    return factory() if quantum is None else factory(quantum=quantum)
-
-
-def check_quantum(quantum: Any) -> None:
-    if quantum is not None and (isinstance(quantum, bool) or not isinstance(quantum, int)
-                                or quantum < 1):
-        raise ConfigError("quantum", quantum, "None or an integer >= 1 (steps per turn)")
-
-
-def policies() -> list[str]:
-    return sorted(_POLICIES)
 
 
 # ------------------------------------------------------------------------------ scheduler
@@ -441,53 +388,3 @@ def _check_weight(task_id: str, weight: Any) -> None:
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
             np.isfinite(weight) and weight > 0):
         raise ConfigError(f"{task_id}.weight", weight, "a finite number > 0")
-
-
-def entitled_shares(policy: str, tasks: Iterable[tuple[str, float, bool]]
-                    ) -> dict[str, float]:
-    tasks = list(tasks)
-    weights = {tid: (w if policy == "stride" else 1.0) if ran else 0.0 for tid, w, ran in tasks}
-    total = sum(weights.values()) or 1.0
-    return {tid: w / total for tid, w in weights.items()}
-
-
-def window_shares(timeline: pd.DataFrame, entitled: dict[str, float],
-                  until: float | None = None) -> pd.DataFrame:
-    """Measured shares of busy time in ``[start, until]`` (default: until the first task
-    finishes, while every task still competes), against entitled shares, with Jain's index."""
-    if until is None and len(timeline):
-        until = float(timeline.groupby("task")["end"].max().min())
-    clipped = (timeline["end"].clip(upper=until) - timeline["start"].clip(upper=until))
-    if "compute" in timeline:  # processor sharing: busy time is compute granted x seconds
-        clipped = clipped * timeline["compute"]
-    busy = clipped.groupby(timeline["task"]).sum()
-    out = pd.DataFrame({"task": list(entitled)})
-    out["busy_seconds"] = out["task"].map(busy).fillna(0.0)
-    total = out["busy_seconds"].sum()
-    out["share"] = out["busy_seconds"] / total if total else 0.0
-    out["allocated_share"] = out["task"].map(entitled)
-    ratio = (out["share"] / out["allocated_share"]).to_numpy()[out["allocated_share"] > 0]
-    out.attrs = {"until": until, "jain": _jain(ratio)}
-    return out
-
-
-def _jain(x: np.ndarray) -> float:
-    return float(x.sum() ** 2 / (len(x) * (x ** 2).sum())) if len(x) and (x ** 2).sum() > 0 \
-        else 1.0
-
-
-def task_metrics(rows: Iterable[dict[str, Any]], span: float) -> pd.DataFrame:
-    """Shares, waiting, turnaround, utilisation and Jain's index from per-task rows."""
-    df = pd.DataFrame(list(rows))
-    if df.empty:
-        df.attrs = {"utilisation": 0.0, "jain": 1.0, "busy_seconds": 0.0, "span": span}
-        return df
-    busy = df["busy_seconds"].sum()
-    df["share"] = df["busy_seconds"] / busy if busy else 0.0
-    df["waiting"] = df["first_run"] - df["submitted"]
-    df["turnaround"] = df["finished"] - df["submitted"]
-    ran = df[df["allocated_share"] > 0]
-    jain = _jain((ran["share"] / ran["allocated_share"]).to_numpy())
-    df.attrs = {"utilisation": float(busy / span) if span > 0 else 0.0, "jain": jain,
-                "busy_seconds": float(busy), "span": float(span)}
-    return df

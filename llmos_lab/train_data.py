@@ -13,7 +13,7 @@ import pandas as pd
 
 from . import checkpoints, ner
 from .datasets import require_columns
-from .errors import ColumnTypeError, DataError, UnseenLabelError
+from .errors import ColumnTypeError, ConfigError, DataError, UnseenLabelError
 from .train_config import TrainConfig
 
 
@@ -83,6 +83,16 @@ def check_labels(cfg: TrainConfig, df: pd.DataFrame, known: Sequence[Any]) -> No
     unseen = ~col.isin(list(known))
     if unseen.any():
         raise UnseenLabelError(set(col[unseen]), known, list(df.index[unseen]))
+
+
+def check_resumable(cfg: TrainConfig, labels: Sequence[Any], state: dict[str, Any],
+                    df: pd.DataFrame, path: Any) -> None:
+    """A resumed run continues on the labels and rows its checkpoint was written with."""
+    if [str(x) for x in labels] != state["labels"]:
+        raise ConfigError("labels", labels, f"the checkpoint's {state['labels']} ({path})")
+    if fingerprint(cfg, df) != state["data"]:
+        raise ConfigError("train_df", "(these rows)", f"the training data the checkpoint "
+                          f"{path} was written with (same rows, same order)")
 
 
 def fingerprint(cfg: TrainConfig, df: pd.DataFrame) -> str:

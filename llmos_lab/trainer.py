@@ -25,13 +25,13 @@ from . import (
     assets,
     batching,
     checkpoints,
-    distributed,
     events,
     fastpath,
     inference,
     loading,
     ner,
     peft_methods,
+    replica,
     train_data,
     vocab,
 )
@@ -41,14 +41,15 @@ from .devices import resolve_device
 from .errors import (
     ConfigError,
     NotFittedError,
-    TrainingError,
 )
 from .metrics import ClassificationReport
 from .train_config import METHODS, PRECISIONS, TASKS, TrainConfig
+from .train_step import TrainingStep
+from .train_step import no_decay as _no_decay
 
 __all__ = ["METHODS", "PRECISIONS", "TASKS", "TrainConfig", "Trainer", "micro_batch_for"]
 
-class Trainer:
+class Trainer(TrainingStep):
     """Fine-tune a pretrained encoder on a DataFrame.
 
     ``Trainer(cfg).fit(train_df, eval_df)`` returns self; learned state ends in ``_``:
@@ -111,7 +112,8 @@ class Trainer:
         if cfg.checkpoint_every:  # refuse a folder of someone else's files before training
             checkpoints.prepare(cfg.checkpoint_dir)
         if resume is not None:
-            self._check_resumable(checkpoints.read_state(resume), train_df, resume)
+            train_data.check_resumable(cfg, labels, checkpoints.read_state(resume), train_df,
+                                       resume)
         self._setup_model(train_df)
         micro = cfg.micro_batch_size or cfg.batch_size
         if memory is not None:
@@ -260,7 +262,7 @@ class Trainer:
         cfg = self.config
         torch.manual_seed(cfg.seed)
         path = self._model_path = assets.model_path(cfg.model)
-        self.replica_ = distributed.Replica(resolve_device(cfg.device))
+        self.replica_ = replica.Replica(resolve_device(cfg.device))
         self.device_ = self.replica_.device
         if cfg.precision == "fp16" and self.device_.type != "cuda":
             raise ConfigError("precision", "fp16", f"'fp32' or 'bf16' on {self.device_.type} "
@@ -298,14 +300,6 @@ class Trainer:
 
     def _collate(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
         return inference.collate(ids, self.tokenizer_.pad_token_id or 0, self.device_)
-
-    def _check_resumable(self, state: dict[str, Any], df: pd.DataFrame, path: Path) -> None:
-        if [str(x) for x in self.labels_] != state["labels"]:
-            raise ConfigError("labels", self.labels_, f"the checkpoint's {state['labels']} "
-                              f"({path})")
-        if train_data.fingerprint(self.config, df) != state["data"]:
-            raise ConfigError("train_df", "(these rows)", f"the training data the checkpoint "
-                              f"{path} was written with (same rows, same order)")
 
     def _loop(self, train_df: pd.DataFrame, eval_df: pd.DataFrame | None,
               resume: Path | None = None) -> Iterator[dict[str, Any]]:
@@ -403,64 +397,3 @@ class Trainer:
         self.model_.eval()
         self._training = False
         events.publish("train.end", trainer=self, steps=step)
-
-    def _accumulate(self, batch: np.ndarray, ids: list[list[int]], targets: list[Any],
-                    step: int, scaler: torch.amp.GradScaler) -> float:
-        """Forward and backward the batch in micro-batches (loss weighted by their size, so
-        the gradient equals the whole batch's); on an out-of-memory error halve the
-        micro-batch and retry the step."""
-        while True:
-            micro = self.micro_batch_size_
-            try:
-                total = 0.0
-                for start in range(0, len(batch), micro):
-                    part = batch[start:start + micro]
-                    last = start + micro >= len(batch)
-                    labels = ner.pad([targets[i] for i in part]) if self._tokens \
-                        else torch.tensor([targets[i] for i in part])
-                    with self.replica_.no_sync(self._train_model, last), \
-                            inference.autocast(self.device_, self.config.precision):
-                        out = self._train_model(**self._collate([ids[i] for i in part]),
-                                                labels=labels.to(self.device_))
-                    if not torch.isfinite(out.loss):
-                        raise TrainingError(
-                            f"loss became {out.loss.item()} at step {step}; lower lr "
-                            f"(now {self.config.lr}) or check the inputs; last good "
-                            f"checkpoint: {getattr(self, '_last_checkpoint', None) or 'none'}")
-                    with self.replica_.no_sync(self._train_model, last):
-                        scaler.scale(out.loss * (len(part) / len(batch))).backward()
-                    total += out.loss.item() * len(part) / len(batch)
-                return total
-            except torch.OutOfMemoryError:
-                self.model_.zero_grad(set_to_none=True)
-                if micro == 1:
-                    raise
-                self.micro_batch_size_ = max(1, micro // 2)
-                if self.device_.type == "cuda":
-                    torch.cuda.empty_cache()
-                events.publish("train.oom", trainer=self, step=step,
-                               micro_batch=self.micro_batch_size_)
-
-    def _should_stop(self, row: dict[str, Any]) -> bool:
-        """Early stopping: count evaluations since the best value of the chosen metric."""
-        name = self.config.early_stopping
-        if name is None:
-            return False
-        if name not in row:
-            raise ConfigError("early_stopping", name, "one of the evaluation metrics: "
-                              + ", ".join(k for k in row if k.startswith("eval_")))
-        value = row[name] if "loss" not in name else -row[name]
-        if getattr(self, "best_score_", None) is None or value > self._best_value:
-            self._best_value, self.best_score_, self.best_step_ = value, row[name], row["step"]
-            self._stale = 0
-            return False
-        self._stale += 1
-        return self._stale >= self.config.patience
-
-    def _eval_metrics(self, df: pd.DataFrame) -> dict[str, float]:
-        report = self.evaluate(df)
-        return {f"eval_{k}": v for k, v in report.to_dict().items()}
-
-
-def _no_decay(name: str) -> bool:
-    return name.endswith("bias") or "LayerNorm" in name or "layernorm" in name

@@ -45,7 +45,11 @@ def bus():
 @pytest.fixture
 def registry(monkeypatch):
     """A private copy of the policy registry, so custom policies do not leak between tests."""
-    monkeypatch.setattr(allocator, "_POLICIES", dict(allocator._POLICIES))
+    from llmos_lab import alloc_policies
+
+    private = dict(alloc_policies._POLICIES)
+    monkeypatch.setattr(alloc_policies, "_POLICIES", private)  # what register/get use
+    monkeypatch.setattr(allocator, "_POLICIES", private)
     return allocator
 
 
