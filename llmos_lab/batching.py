@@ -14,13 +14,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import _io
 from .inference import autocast
 from .units import parse_bytes
 
@@ -159,11 +159,6 @@ def _store(key: str | None, max_length: int, device: torch.device, precision: st
     with _cache_lock:
         _cache[_cache_key(key, max_length, device, precision)] = {
             str(b): v for b, v in sorted(points.items())}
-        path = _cache_file()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(_cache, indent=1, sort_keys=True))
-            os.replace(tmp, path)
-        except OSError:  # a read-only cache folder only costs a re-measurement
-            tmp.unlink(missing_ok=True)
+        # a read-only cache folder only costs a re-measurement
+        with contextlib.suppress(OSError):
+            _io.write_text(_cache_file(), json.dumps(_cache, indent=1, sort_keys=True))

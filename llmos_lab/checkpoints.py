@@ -42,7 +42,7 @@ def prepare(folder: str | os.PathLike) -> Path:
     """Check, before training starts, that ``folder`` may hold checkpoints: new, empty, or
     a checkpoint folder written by us (never a folder of someone else's files)."""
     folder = Path(folder)
-    if _io.manifest(folder) is None or _io.manifest(folder).get("kind") != KIND:
+    if (_io.manifest(folder) or {}).get("kind") != KIND:
         _io.check_target(folder, "checkpoint_dir")
     return folder
 
