@@ -11,33 +11,27 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .errors import UnknownNameError
+from .registry import Registry
 
 _EPS = 1e-9
 
 
 Policy = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-_POLICIES: dict[str, Policy] = {}
+POLICIES: Registry[Policy] = Registry("allocation policy")
 
 
 def register(name: str, policy: Policy | None = None):
     """Add a policy ``f(capacity[R], want[n, R], weight[n], priority[n]) -> grant[n, R]``.
     Usable as a decorator."""
-    def add(fn: Policy) -> Policy:
-        _POLICIES[name] = fn
-        return fn
-    return add(policy) if policy is not None else add
+    return POLICIES.register(name, policy)
 
 
 def get(name: str) -> Policy:
-    try:
-        return _POLICIES[name]
-    except (KeyError, TypeError):
-        raise UnknownNameError("allocation policy", name, _POLICIES) from None
+    return POLICIES.get(name)
 
 
 def policies() -> list[str]:
-    return sorted(_POLICIES)
+    return POLICIES.names()
 
 
 def water_fill(capacity: float, want: np.ndarray, weight: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ import pandas as pd
 
 from . import events
 from .alloc_policies import (
-    _POLICIES,
+    POLICIES,
     Policy,
     _shares,
     drf,
@@ -45,8 +45,8 @@ from .units import format_bytes, parse_bytes
 
 # the policies live in alloc_policies.py; their names stay importable from here
 __all__ = [
+    "POLICIES",
     "RESOURCES",
-    "_POLICIES",
     "Allocation",
     "Allocator",
     "Demand",

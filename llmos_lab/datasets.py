@@ -22,6 +22,7 @@ import pandas as pd
 
 from . import assets
 from .errors import ColumnError, ConfigError, DataError, EmptyDataError, UnknownNameError
+from .registry import Registry
 
 SPLITS = ("train", "validation", "test")
 
@@ -35,26 +36,22 @@ class DatasetSpec:
     description: str
 
 
-_REGISTRY: dict[str, DatasetSpec] = {}
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
 
 def register(spec: DatasetSpec) -> DatasetSpec:
-    _REGISTRY[spec.name] = spec
-    return spec
+    return DATASETS.register(spec.name, spec)
 
 
 def get(name: str) -> DatasetSpec:
     if not isinstance(name, str):
         raise ConfigError("name", name, "a data set name (a string): "
-                          + ", ".join(sorted(_REGISTRY)))
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownNameError("dataset", name, _REGISTRY) from None
+                          + ", ".join(DATASETS.names()))
+    return DATASETS.get(name)
 
 
 def names() -> list[str]:
-    return sorted(_REGISTRY)
+    return DATASETS.names()
 
 
 def load(name: str, *, seed: int = 0, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError, UnknownNameError
+from .errors import ConfigError
+from .registry import Registry
 
 TaskState = Any  # a scheduler.TaskState, or simulation._Sim: what the keys read
 
@@ -38,26 +39,26 @@ def _stride_key(s: TaskState) -> tuple[float, int]:
     return s.pass_ + (s.ema or 0.0) / max(s.weight, 1e-12), s.seq
 
 
-_POLICIES: dict[str, Callable[..., Policy]] = {
-    "fifo": lambda quantum=None: Policy("fifo", lambda s: s.seq, None),
-    "rr": lambda quantum=1: Policy("rr", lambda s: (s.last_ran, s.seq), quantum),
-    "priority": lambda quantum=1: Policy("priority", lambda s: (-s.priority, s.seq), 1, True),
-    "stride": lambda quantum=1: Policy("stride", _stride_key, quantum, False, _stride_charge),
-}
+# factories: ``factory(quantum=...) -> Policy``. A separate registry from the allocation
+# policies: "priority" here orders who runs next, there it splits capacity.
+POLICIES: Registry[Callable[..., Policy]] = Registry("scheduling policy")
+POLICIES.register("fifo", lambda quantum=None: Policy("fifo", lambda s: s.seq, None))
+POLICIES.register("rr", lambda quantum=1: Policy("rr", lambda s: (s.last_ran, s.seq), quantum))
+POLICIES.register("priority",
+                  lambda quantum=1: Policy("priority", lambda s: (-s.priority, s.seq), 1, True))
+POLICIES.register("stride", lambda quantum=1: Policy("stride", _stride_key, quantum, False,
+                                                     _stride_charge))
 
 
-def register(name: str, factory: Callable[..., Policy]) -> None:
-    """Add a scheduling policy: ``factory(quantum=...) -> Policy``."""
-    _POLICIES[name] = factory
+def register(name: str, factory: Callable[..., Policy] | None = None):
+    """Add a scheduling policy: ``factory(quantum=...) -> Policy``; usable as a decorator."""
+    return POLICIES.register(name, factory)
 
 
 def get(name: str, quantum: int | None = None) -> Policy:
     """The policy ``name`` with ``quantum`` steps per turn (None: the policy's default)."""
     check_quantum(quantum)
-    try:
-        factory = _POLICIES[name]
-    except (KeyError, TypeError):
-        raise UnknownNameError("scheduling policy", name, _POLICIES) from None
+    factory = POLICIES.get(name)
     return factory() if quantum is None else factory(quantum=quantum)
 
 
@@ -68,4 +69,4 @@ def check_quantum(quantum: Any) -> None:
 
 
 def policies() -> list[str]:
-    return sorted(_POLICIES)
+    return POLICIES.names()

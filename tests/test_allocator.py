@@ -47,9 +47,7 @@ def registry(monkeypatch):
     """A private copy of the policy registry, so custom policies do not leak between tests."""
     from llmos_lab import alloc_policies
 
-    private = dict(alloc_policies._POLICIES)
-    monkeypatch.setattr(alloc_policies, "_POLICIES", private)  # what register/get use
-    monkeypatch.setattr(allocator, "_POLICIES", private)
+    monkeypatch.setattr(alloc_policies, "POLICIES", alloc_policies.POLICIES.copy())
     return allocator
 
 

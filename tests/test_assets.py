@@ -20,7 +20,8 @@ FAKE = assets.Asset(
 
 @pytest.fixture
 def fake_asset(monkeypatch):
-    monkeypatch.setitem(assets.ASSETS, FAKE.name, FAKE)
+    monkeypatch.setattr(assets, "ASSETS", assets.ASSETS.copy())
+    assets.ASSETS.register(FAKE.name, FAKE)
     return FAKE
 
 
@@ -52,7 +53,7 @@ def test_check_lists_every_asset_installed():
     assert list(table["name"]) == list(assets.ASSETS)
     assert table["installed"].map(bool).all(), table[["name", "installed"]]
     for row in table.itertuples():
-        asset = assets.ASSETS[row.name]
+        asset = assets.ASSETS.get(row.name)
         assert row.kind == asset.kind
         assert row.package == asset.package
         assert Path(row.path).exists()
@@ -71,7 +72,8 @@ def test_check_reports_missing_asset(fake_asset):
 def test_asset_with_missing_file_is_not_installed(monkeypatch):
     # the module exists (this very package) but the listed file does not
     half = assets.Asset("half", "data", "llmos-lab-half", "llmos_lab", ("no_such_file.csv",), "")
-    monkeypatch.setitem(assets.ASSETS, half.name, half)
+    monkeypatch.setattr(assets, "ASSETS", assets.ASSETS.copy())
+    assets.ASSETS.register(half.name, half)
     assert not assets.is_installed("half")
     with pytest.raises(AssetNotInstalledError):
         assets.paths("half")

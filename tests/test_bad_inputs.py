@@ -23,7 +23,7 @@ import pytest
 
 import llmos_lab as lab
 from llmos_lab import errors as E
-from tests.test_trainer import keyword_frame
+from tests.train.test_trainer import keyword_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 

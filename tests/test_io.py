@@ -14,9 +14,10 @@ import pytest
 import torch
 
 import llmos_lab as lab
-from llmos_lab import _io, checkpoints
+from llmos_lab import _io
 from llmos_lab.errors import CheckpointError, OutputError
-from tests.test_trainer import keyword_frame
+from llmos_lab.train import checkpoints
+from tests.train.test_trainer import keyword_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,8 +152,9 @@ def test_versions_rotate_and_resume_takes_the_newest_complete_one(tiny_model, tm
 KILLER = """
 import os, signal, sys
 import llmos_lab as lab
-from llmos_lab import _io, checkpoints
-from tests.test_trainer import keyword_frame
+from llmos_lab import _io
+from llmos_lab.train import checkpoints
+from tests.train.test_trainer import keyword_frame
 point = sys.argv[2]
 real_switch, real_rmtree = _io._switch, checkpoints.shutil.rmtree
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,127 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "llmos_lab"
+MAX_LINES = 420  # "~400": a module past this is split by responsibility
+SHARED_GROUND = {"errors", "events", "units", "devices", "registry", "_io"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Project modules this file imports, anywhere in it (inside functions too)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("llmos_lab")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("llmos_lab"):
+                continue
+            for alias in node.names:  # "from . import x" imports the module x
+                sub = f"{target}.{alias.name}"
+                found.add(sub if sub in MODULES else target)
+    found.discard(name)
+    return found
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+GRAPH = {name: imports_of(path) for name, path in MODULES.items()}
+
+
+def test_the_rooms_exist():
+    for room in ("kernel", "train"):
+        assert (PACKAGE / room / "__init__.py").is_file(), room
+    assert "llmos_lab.kernel.residency" in MODULES and "llmos_lab.train.trainer" in MODULES
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[str]:
+    """Depth-first search; each back edge found is reported as the path that closes it."""
+    state: dict[str, str] = {}
+    cycles = []
+
+    def visit(name, path):
+        state[name] = "open"
+        for dep in sorted(graph.get(name, ())):
+            if state.get(dep) == "open":
+                cycles.append(" -> ".join([*path[path.index(dep):], dep]))
+            elif dep not in state:
+                visit(dep, [*path, dep])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    return cycles
+
+
+def test_no_import_cycles():
+    """Every project import counts (module level and inside functions); a package's
+    ``__init__`` importing its own modules is how a room opens, not a cycle."""
+    def opens(name, dep):
+        return name.startswith(dep + ".") or (MODULES[name].name == "__init__.py"
+                                               and dep.startswith(name + "."))
+
+    graph = {n: {d for d in deps if d in GRAPH and not opens(n, d)} for n, deps in GRAPH.items()}
+    cycles = find_cycles(graph)
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a -> b -> c -> a"]
+    assert find_cycles({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
+
+
+def test_kernel_never_imports_train():
+    bad = {m: sorted(d for d in deps if d.startswith("llmos_lab.train"))
+           for m, deps in GRAPH.items() if m.startswith("llmos_lab.kernel")}
+    assert not {m: d for m, d in bad.items() if d}
+
+
+def test_shared_ground_imports_nothing_above_it():
+    ground = {f"llmos_lab.{m}" for m in SHARED_GROUND}
+    bad = {m: sorted(GRAPH[m] - ground) for m in ground if GRAPH[m] - ground}
+    assert not bad, bad
+
+
+def test_flat_core_never_imports_a_room_module_directly_except_through_its_door():
+    """Flat modules (tasks, cli, ...) reach a room through its package, never its insides."""
+    flat = [m for m in GRAPH if m.count(".") == 1 and MODULES[m].name != "__init__.py"]
+    bad = {m: sorted(d for d in GRAPH[m] if d.count(".") >= 2) for m in flat}
+    assert not {m: d for m, d in bad.items() if d}
+
+
+def test_no_module_over_the_size_rule():
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines())
+             for p in [*PACKAGE.rglob("*.py"), *(ROOT / "widgets").glob("*.py")]}
+    assert not {p: n for p, n in sizes.items() if n > MAX_LINES}
+
+
+def test_the_guard_sees_imports_inside_functions():
+    """The graph would miss the cycles this issue removed if it read only top-level imports."""
+    assert "llmos_lab.train.trainer" in GRAPH["llmos_lab.train.launch"]
+
+
+@pytest.mark.parametrize("old, new", [
+    ("trainer", "train.trainer"), ("vocab", "train.vocab"), ("distributed", "train.launch"),
+    ("batching", "train.batching"), ("checkpoints", "train.checkpoints"),
+    ("train_config", "train.config"), ("swap", "kernel.swap"), ("residency", "kernel.residency"),
+])
+def test_paths_from_before_the_rooms_are_the_same_modules(old, new):
+    same = python(f"import importlib, llmos_lab as lab\n"
+                  f"import llmos_lab.{old} as a\n"
+                  f"b = importlib.import_module('llmos_lab.{new}')\n"
+                  f"print(a is b and getattr(lab, '{old}') is b)")
+    assert same == "True"
 
 
 def python(code: str, cwd: Path = ROOT) -> str:
@@ -40,7 +162,8 @@ def test_importing_the_package_is_light():
 @pytest.mark.parametrize("name", ["assets", "datasets", "TrainConfig", "Trainer", "record",
                                   "ClassificationReport", "pipelines", "errors", "events",
                                   "ModelKernel", "Allocator", "Resources", "allocate",
-                                  "Scheduler", "Task", "simulate", "tasks"])
+                                  "Scheduler", "Task", "simulate", "tasks", "vocab",
+                                  "distributed", "kernel", "train", "registry"])
 def test_public_names(name):
     import llmos_lab as lab
 

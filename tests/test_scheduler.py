@@ -188,7 +188,7 @@ def test_bad_submissions():
 
 
 def test_training_inference_and_evaluation_tasks_interleave(tiny_model):
-    from tests.test_trainer import keyword_frame, tiny_config
+    from tests.train.test_trainer import keyword_frame, tiny_config
 
     train, test = keyword_frame(128, 0), keyword_frame(64, 1)
     trainer = lab.Trainer(tiny_config(max_steps=12))

@@ -20,7 +20,7 @@ import pytest
 import llmos_lab as lab
 from llmos_lab import events
 from llmos_lab.metrics import ClassificationReport
-from tests.test_trainer import tiny_config
+from tests.train.test_trainer import tiny_config
 from widgets._render import Throttle, byte_unit, cell_style, html_table
 
 PNG = b"\x89PNG\r\n\x1a\n"

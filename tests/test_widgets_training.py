@@ -10,8 +10,8 @@ from llmos_lab.widgets import TrainingDashboard
 import llmos_lab as lab
 from llmos_lab import events
 from llmos_lab.errors import ConfigError
-from tests.test_trainer import keyword_frame, tiny_config
 from tests.test_widgets import wait_until
+from tests.train.test_trainer import keyword_frame, tiny_config
 
 
 def publish_steps(trainer, total: int, steps: range, seconds_per_step: float = 1.0,

@@ -25,13 +25,13 @@ from pathlib import Path
 import torch
 
 import llmos_lab as lab
-from tests.test_trainer import keyword_frame
+from tests.train.test_trainer import keyword_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = """
 import sys
 import llmos_lab as lab
-from tests.test_trainer import keyword_frame
+from tests.train.test_trainer import keyword_frame
 cfg = lab.TrainConfig(model="tiny-bert", max_steps=30, lr=1e-2, batch_size=16, device="cpu",
                       seed=5, checkpoint_every=1, checkpoint_dir=sys.argv[1])
 for row in lab.Trainer(cfg).steps(keyword_frame(96, 0)):

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from . import _io
-from .errors import CheckpointError
+from .. import _io
+from ..errors import CheckpointError
 
 KIND = "checkpoints"
 FILES = ("model.safetensors", "optimizer.pt", "state.json")

@@ -9,7 +9,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 import llmos_lab as lab
 from llmos_lab.errors import ConfigError
-from tests.test_trainer import keyword_frame, tiny_config
+from tests.train.test_trainer import keyword_frame, tiny_config
 
 
 @pytest.fixture(scope="module")

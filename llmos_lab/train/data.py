@@ -11,10 +11,10 @@ from typing import Any
 
 import pandas as pd
 
+from ..datasets import require_columns
+from ..errors import ColumnTypeError, ConfigError, DataError, UnseenLabelError
 from . import checkpoints, ner
-from .datasets import require_columns
-from .errors import ColumnTypeError, ConfigError, DataError, UnseenLabelError
-from .train_config import TrainConfig
+from .config import TrainConfig
 
 
 def _tokens(cfg: TrainConfig) -> bool:

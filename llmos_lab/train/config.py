@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .devices import check_device
-from .errors import ConfigError, check_keywords, did_you_mean
+from ..devices import check_device
+from ..errors import ConfigError, check_keywords, did_you_mean
 
 TASKS = ("sequence-classification", "token-classification")
 METHODS = ("full", "lora", "ia3")

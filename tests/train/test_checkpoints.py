@@ -15,14 +15,14 @@ import torch
 
 import llmos_lab as lab
 from llmos_lab.errors import CheckpointError, ConfigError, TrainingError
-from tests.test_trainer import keyword_frame
+from tests.train.test_trainer import keyword_frame
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 CHILD = """
 import sys
 import llmos_lab as lab
-from tests.test_trainer import keyword_frame
+from tests.train.test_trainer import keyword_frame
 cfg = lab.TrainConfig(model="tiny-bert", epochs=3, lr=1e-2, batch_size=16, warmup=0.1,
                       device="cpu", checkpoint_every=2, checkpoint_dir=sys.argv[1], seed=7)
 for row in lab.Trainer(cfg).steps(keyword_frame(128, 0)):

@@ -20,32 +20,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import (
-    _io,
-    assets,
-    batching,
-    checkpoints,
-    events,
-    fastpath,
-    inference,
-    loading,
-    ner,
-    peft_methods,
-    replica,
-    train_data,
-    vocab,
-)
+from .. import _io, assets, events, inference, loading
+from ..datasets import require_rows
+from ..devices import resolve_device
+from ..errors import ConfigError, NotFittedError
+from ..metrics import ClassificationReport
+from . import batching, checkpoints, fastpath, ner, peft_methods, replica, vocab
+from . import data as train_data
 from .batching import micro_batch_for
-from .datasets import require_rows
-from .devices import resolve_device
-from .errors import (
-    ConfigError,
-    NotFittedError,
-)
-from .metrics import ClassificationReport
-from .train_config import METHODS, PRECISIONS, TASKS, TrainConfig
-from .train_step import TrainingStep
-from .train_step import no_decay as _no_decay
+from .config import METHODS, PRECISIONS, TASKS, TrainConfig
+from .step import TrainingStep
+from .step import no_decay as _no_decay
 
 __all__ = ["METHODS", "PRECISIONS", "TASKS", "TrainConfig", "Trainer", "micro_batch_for"]
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import _io
-from .inference import autocast
-from .units import parse_bytes
+from .. import _io
+from ..inference import autocast
+from ..units import parse_bytes
 
 _cache: dict[str, dict[str, int]] = {}
 _cache_lock = threading.Lock()
@@ -135,7 +135,7 @@ def _cache_key(key: str, max_length: int, device: torch.device, precision: str) 
 
 
 def _cache_file() -> Path:
-    from .assets import cache_dir
+    from ..assets import cache_dir
 
     return cache_dir() / "micro_batches.json"
 

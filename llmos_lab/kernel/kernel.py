@@ -24,17 +24,13 @@ from typing import Any
 import pandas as pd
 import torch
 
-from . import adapters, assets, events, inference, loading
-from .devices import resolve_device
-from .errors import (
-    AdapterError,
-    ConfigError,
-    MemoryBudgetError,
-    TaskError,
-)
+from .. import assets, events, inference, loading
+from ..devices import resolve_device
+from ..errors import AdapterError, ConfigError, MemoryBudgetError, TaskError
+from ..units import format_bytes, parse_bytes
+from . import adapters
 from .residency import Residency, release_memory
 from .swap import ModelRecord, SwapSpace
-from .units import format_bytes, parse_bytes
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

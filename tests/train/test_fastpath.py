@@ -10,7 +10,8 @@ from transformers import (
     AutoTokenizer,
 )
 
-from llmos_lab import fastpath, inference
+from llmos_lab import inference
+from llmos_lab.train import fastpath
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from . import loading
-from .errors import AdapterError, check_keywords
+from .. import loading
+from ..errors import AdapterError, check_keywords
 from .swap import ModelRecord
 
 PEFT_TASKS = {"sequence-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS",

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 import torch
 
-from .datasets import require_columns
-from .errors import ColumnTypeError, DataError
+from ..datasets import require_columns
+from ..errors import ColumnTypeError, DataError
 from .vocab import unknown_rate
 
 __all__ = ["IGNORE", "align", "check_frame", "encode", "pad", "unknown_rate"]

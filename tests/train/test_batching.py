@@ -6,8 +6,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import llmos_lab as lab
-from llmos_lab import batching
-from llmos_lab.batching import length_grouped, micro_batch_for, state_bytes, step_bytes
+from llmos_lab.train import batching
+from llmos_lab.train.batching import length_grouped, micro_batch_for, state_bytes, step_bytes
 
 
 def test_length_grouping_pads_less(tiny_model):

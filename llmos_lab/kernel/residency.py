@@ -16,10 +16,10 @@ from collections.abc import Iterator
 
 import torch
 
-from . import events, loading
-from .errors import MemoryBudgetError, ModelStateError, UnknownNameError
+from .. import events, loading
+from ..errors import MemoryBudgetError, ModelStateError, UnknownNameError
+from ..units import format_bytes
 from .swap import ModelRecord
-from .units import format_bytes
 
 WAIT_FOR_BUSY_SECONDS = 600.0
 

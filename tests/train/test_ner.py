@@ -8,8 +8,8 @@ import pytest
 from transformers import AutoTokenizer
 
 import llmos_lab as lab
-from llmos_lab import ner
 from llmos_lab.errors import ColumnTypeError, DataError, UnseenLabelError
+from llmos_lab.train import ner
 
 FIRST = ["alice", "bob", "carol", "dave", "erin"]
 LAST = ["smith", "jones", "brown", "wilson", "taylor"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from . import _io, loading
+from .. import _io, loading
 
 
 @dataclass(eq=False)

@@ -257,7 +257,7 @@ def test_micro_batches_accumulate_to_the_same_step(tiny_model, train_df):
 
 
 def test_a_memory_grant_sets_the_micro_batch(tiny_model, train_df):
-    from llmos_lab.trainer import micro_batch_for
+    from llmos_lab.train.trainer import micro_batch_for
 
     trainer = lab.Trainer(tiny_config(max_steps=1, batch_size=16))
     gen = trainer.steps(train_df, memory="1GiB")

@@ -9,8 +9,8 @@ import torch
 from transformers import AutoTokenizer
 
 import llmos_lab as lab
-from llmos_lab import vocab
 from llmos_lab.errors import ConfigError
+from llmos_lab.train import vocab
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ def launch(config, train_df: pd.DataFrame, eval_df: pd.DataFrame | None = None, 
     ``output_dir``, which is returned."""
     from accelerate import notebook_launcher
 
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     if isinstance(num_processes, bool) or not isinstance(num_processes, int) or \
             num_processes < 1:

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import events, inference, ner
-from .errors import ConfigError, TrainingError
+from .. import events, inference
+from ..errors import ConfigError, TrainingError
+from . import ner
 
 
 class TrainingStep:
