@@ -17,9 +17,9 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"allocator", "assets", "datasets", "devices", "errors", "events", "inference",
-               "kernel", "loading", "metrics", "pipelines", "ray_backend", "registry",
-               "scheduler", "simulation", "tasks", "train", "units"}
+_SUBMODULES = {"allocator", "assets", "constraints", "datasets", "devices", "errors", "events",
+               "inference", "kernel", "loading", "metrics", "model_task", "pipelines",
+               "ray_backend", "registry", "scheduler", "simulation", "tasks", "train", "units"}
 _MOVED = {  # old flat path -> module inside a room
     "adapters": "kernel.adapters", "residency": "kernel.residency", "swap": "kernel.swap",
     "batching": "train.batching", "checkpoints": "train.checkpoints",
@@ -34,7 +34,7 @@ _EXPORTS = {
     "Resources": "allocator",
     "allocate": "allocator",
     "ModelKernel": "kernel",
-    "ModelTask": "tasks",
+    "ModelTask": "model_task",
     "Scheduler": "scheduler",
     "Task": "scheduler",
     "simulate": "simulation",

@@ -17,8 +17,6 @@ at the quota, then split among their tasks by the same policy.
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -40,6 +38,7 @@ from .alloc_policies import (
     strict_priority,
     water_fill,
 )
+from .constraints import POSITIVE, PRIORITY, Interval, Real, check
 from .errors import ConfigError, UnknownNameError, check_keywords, did_you_mean
 from .units import format_bytes, parse_bytes
 
@@ -79,9 +78,7 @@ class Resources:
     def __post_init__(self) -> None:
         object.__setattr__(self, "memory", parse_bytes(self.memory, "memory"))
         for name in ("compute", "gpus"):
-            value = getattr(self, name)
-            if not _finite_nonnegative(value):
-                raise ConfigError(name, value, "a finite number >= 0")
+            value = check(name, getattr(self, name), (Interval(Real, 0, None),))
             object.__setattr__(self, name, float(value))
 
     @classmethod
@@ -133,11 +130,6 @@ class Resources:
         return f"{format_bytes(self.memory)}, {self.compute:.3g} compute{gpus}"
 
 
-def _finite_nonnegative(x: Any) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) \
-        and x >= 0
-
-
 _EPS = 1e-9
 
 
@@ -160,10 +152,8 @@ class Demand:
         if not self.minimum.fits(self.want):
             raise ConfigError(f"{self.id}.minimum", str(self.minimum),
                               f"at most the demand ({self.want})")
-        if isinstance(self.priority, bool) or not isinstance(self.priority, numbers.Integral):
-            raise ConfigError(f"{self.id}.priority", self.priority, "an integer")
-        if not _finite_nonnegative(self.weight) or self.weight == 0:
-            raise ConfigError(f"{self.id}.weight", self.weight, "a finite number > 0")
+        self.priority = check(f"{self.id}.priority", self.priority, (PRIORITY,))
+        self.weight = check(f"{self.id}.weight", self.weight, (POSITIVE,))
 
 
     @classmethod

@@ -22,6 +22,7 @@ import pandas as pd
 
 from . import assets
 from .errors import ColumnError, ConfigError, DataError, EmptyDataError, UnknownNameError
+from .model_task import ModelTask
 from .registry import Registry
 
 SPLITS = ("train", "validation", "test")
@@ -30,7 +31,7 @@ SPLITS = ("train", "validation", "test")
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
-    task: str  # "text-classification" or "token-classification"
+    task: ModelTask
     asset: str
     reader: Callable[[list[Path]], pd.DataFrame]
     description: str
@@ -77,11 +78,11 @@ def _load_cached(name: str, seed: int, fractions: tuple[float, float, float]) ->
     spec = get(name)
     df = spec.reader(assets.paths(spec.asset))
     df = _assign_splits(df, seed, fractions, stratify="label" if "label" in df else None)
-    if spec.task == "text-classification":
+    if spec.task is ModelTask.SEQUENCE_CLASSIFICATION:
         labels = sorted(df["label"].unique())
     else:
         labels = sorted({t for tags in df["tags"] for t in tags})
-    df.attrs = {"name": name, "task": spec.task, "labels": labels}
+    df.attrs = {"name": name, "task": spec.task.value, "labels": labels}
     return df
 
 
@@ -191,11 +192,11 @@ def read_msra(files: list[Path]) -> pd.DataFrame:
     return _dedupe_sentences(both)
 
 
-register(DatasetSpec("tweets-sentiment", "text-classification", "tweets-sentiment", read_tweets,
-                     "English tweets, 3 sentiment classes"))
-register(DatasetSpec("wnut16", "token-classification", "wnut16", read_wnut16,
+register(DatasetSpec("tweets-sentiment", ModelTask.SEQUENCE_CLASSIFICATION, "tweets-sentiment",
+                     read_tweets, "English tweets, 3 sentiment classes"))
+register(DatasetSpec("wnut16", ModelTask.TOKEN_CLASSIFICATION, "wnut16", read_wnut16,
                      "English Twitter NER (WNUT-16), IOB2"))
-register(DatasetSpec("msra", "token-classification", "msra", read_msra,
+register(DatasetSpec("msra", ModelTask.TOKEN_CLASSIFICATION, "msra", read_msra,
                      "Chinese NER (MSRA), characters as tokens, IOB2"))
 
 

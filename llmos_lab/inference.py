@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .constraints import COUNT, check
 from .errors import ColumnError, ColumnTypeError, ConfigError
 
 
@@ -42,9 +43,7 @@ def positive_int(name: str, value: object, default: int | None = None) -> int:
     """An integer >= 1 (``None`` takes ``default`` when there is one)."""
     if value is None and default is not None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(name, value, "an integer >= 1" + (" or None" if default else ""))
-    return int(value)
+    return check(name, value, (COUNT, None) if default else (COUNT,))
 
 
 def check_max_length(max_length: object, tokenizer, limit: int | None, model: str) -> int:

@@ -19,8 +19,9 @@ import torch
 from . import _io, assets
 from ._io import quiet
 from .errors import ConfigError, LlmosError, ModelSourceError, TaskError
+from .model_task import ModelTask
 
-TASKS = ("sequence-classification", "token-classification", "causal-lm")
+TASKS = tuple(ModelTask)
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
@@ -55,9 +56,9 @@ def model_class(task: str):
         AutoModelForTokenClassification,
     )
 
-    return {"sequence-classification": AutoModelForSequenceClassification,
-            "token-classification": AutoModelForTokenClassification,
-            "causal-lm": AutoModelForCausalLM}[task]
+    return {ModelTask.SEQUENCE_CLASSIFICATION: AutoModelForSequenceClassification,
+            ModelTask.TOKEN_CLASSIFICATION: AutoModelForTokenClassification,
+            ModelTask.CAUSAL_LM: AutoModelForCausalLM}[ModelTask(task)]
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -104,22 +105,23 @@ def can_generate(config, source: Source) -> bool:
         a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
 
 
-def infer_task(name: str, config, source: Source, task: str | None) -> str:
+def infer_task(name: str, config, source: Source, task: str | None) -> ModelTask:
     """The task asked for, checked against what the model can do; or the one it was built for."""
     archs = config.architectures or []
     if task is None:
         if can_generate(config, source):
-            return "causal-lm"
+            return ModelTask.CAUSAL_LM
         for arch in archs:
             if arch.endswith("ForSequenceClassification"):
-                return "sequence-classification"
+                return ModelTask.SEQUENCE_CLASSIFICATION
             if arch.endswith("ForTokenClassification"):
-                return "token-classification"
+                return ModelTask.TOKEN_CLASSIFICATION
         raise TaskError(f"model {name!r} ({', '.join(archs) or config.model_type}) is a base "
                         f"model: pass task= one of {', '.join(TASKS)}")
+    task = ModelTask.coerce(task)
     if task not in TASKS:
         raise TaskError(f"unknown task {task!r} for model {name!r}; tasks: {', '.join(TASKS)}")
-    if task == "causal-lm" and not can_generate(config, source):
+    if task is ModelTask.CAUSAL_LM and not can_generate(config, source):
         raise TaskError(f"model {name!r} ({', '.join(archs) or config.model_type}) is an encoder "
                         f"and cannot do causal-lm; it can do sequence-classification or "
                         f"token-classification")
@@ -128,7 +130,7 @@ def infer_task(name: str, config, source: Source, task: str | None) -> str:
 
 def head_kwargs(task: str, config, num_labels: int | None, labels: list[str] | None
                 ) -> dict[str, Any]:
-    if task == "causal-lm":
+    if task == ModelTask.CAUSAL_LM:
         return {}
     if labels is not None:
         if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence) or \

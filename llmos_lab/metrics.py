@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .model_task import ModelTask
 
 
 @dataclass
@@ -29,7 +30,7 @@ class ClassificationReport:
     confusion: pd.DataFrame
     accuracy: float
     macro_f1: float
-    task: str = "text-classification"
+    task: str = ModelTask.SEQUENCE_CLASSIFICATION.value
     extras: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -74,7 +75,7 @@ class ClassificationReport:
             if flat_true else 0.0
         micro = raw.get("micro avg", {}).get("f1-score", 0.0)
         return cls(table, confusion, token_acc, float(table.loc["macro avg", "f1"]),
-                   task="token-classification", extras={"micro_f1": float(micro)})
+                   task=ModelTask.TOKEN_CLASSIFICATION.value, extras={"micro_f1": float(micro)})
 
     @property
     def labels(self) -> list[str]:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from .constraints import COUNT, check
 from .registry import Registry
 
 TaskState = Any  # a scheduler.TaskState, or simulation._Sim: what the keys read
@@ -62,10 +62,9 @@ def get(name: str, quantum: int | None = None) -> Policy:
     return factory() if quantum is None else factory(quantum=quantum)
 
 
-def check_quantum(quantum: Any) -> None:
-    if quantum is not None and (isinstance(quantum, bool) or not isinstance(quantum, int)
-                                or quantum < 1):
-        raise ConfigError("quantum", quantum, "None or an integer >= 1 (steps per turn)")
+def check_quantum(quantum: Any) -> int | None:
+    """None (the policy's default) or steps per turn."""
+    return check("quantum", quantum, (None, COUNT))
 
 
 def policies() -> list[str]:

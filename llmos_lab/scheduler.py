@@ -24,18 +24,27 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from . import events
 from .allocator import Allocator, Demand, Resources
+from .constraints import COUNT, POSITIVE, PRIORITY, Options, check, table
 from .errors import ConfigError, UnknownNameError
-from .sched_policies import Policy, check_quantum, get, policies, register
+from .sched_policies import POLICIES, Policy, check_quantum, get, policies, register
 from .shares import entitled_shares, task_metrics, window_shares
 
+# what each option accepts: checked by constraints.check, shown by Scheduler.help()
+PARAMETERS = {
+    "quantum": (None, COUNT),
+    "quantum_seconds": (None, POSITIVE),
+    "backend": (Options("local", "ray"),),
+    "priority": (PRIORITY,),
+    "weight": (POSITIVE,),
+}
+
 # the policy registry and the share measures live in their own modules; these names stay here
-__all__ = ["Policy", "Scheduler", "Task", "TaskState", "check_quantum", "entitled_shares",
-           "get", "policies", "register", "task_metrics", "window_shares"]
+__all__ = ["POLICIES", "Policy", "Scheduler", "Task", "TaskState", "check_quantum",
+           "entitled_shares", "get", "policies", "register", "task_metrics", "window_shares"]
 
 
 @dataclass
@@ -63,8 +72,8 @@ class Task:
         if not (callable(self.steps) or isinstance(self.steps, Iterator)):
             raise ConfigError(f"{self.id}.steps", self.steps, "an iterator (e.g. "
                               "trainer.steps(df)) or a callable returning one")
-        _check_priority(self.id, self.priority)
-        _check_weight(self.id, self.weight)
+        self.priority = check(f"{self.id}.priority", self.priority, PARAMETERS["priority"])
+        self.weight = check(f"{self.id}.weight", self.weight, PARAMETERS["weight"])
 
 
 @dataclass(eq=False)
@@ -103,19 +112,15 @@ class Scheduler:
     does not fit waits until memory frees up) and ``stride`` uses compute grants as weights.
     """
 
-    def __init__(self, policy: str = "stride", allocator: Allocator | None = None,
-                 kernel: Any = None, *, quantum: int | None = None,
+    def __init__(self, policy: str = "stride", allocator: Allocator | None = None, *,
+                 quantum: int | None = None,
                  quantum_seconds: float | None = None, backend: str = "local"):
-        check_quantum(quantum)
-        if quantum_seconds is not None and not (isinstance(quantum_seconds, (int, float))
-                                                and quantum_seconds > 0):
-            raise ConfigError("quantum_seconds", quantum_seconds, "a number of seconds > 0")
-        if backend not in ("local", "ray"):
-            raise ConfigError("backend", backend, "'local' (this process) or 'ray'")
-        self.backend = backend
-        self.policy = get(policy, quantum)
+        quantum_seconds = check("quantum_seconds", quantum_seconds,
+                                PARAMETERS["quantum_seconds"])
+        self.backend = check("backend", backend, PARAMETERS["backend"])
+        self.policy = get(policy, check_quantum(quantum))
         self.quantum_seconds = quantum_seconds
-        self.allocator, self.kernel = allocator, kernel
+        self.allocator = allocator
         self._tasks: dict[str, TaskState] = {}
         self._seq = itertools.count()
         self._tick = itertools.count(1)
@@ -131,14 +136,19 @@ class Scheduler:
 
     # ------------------------------------------------------------------ public API
 
+    @staticmethod
+    def help() -> pd.DataFrame:
+        """What each option accepts (the declaration the checks use); policies: ``policies()``."""
+        return table(PARAMETERS)
+
     def submit(self, task: Task, priority: int | None = None, weight: float | None = None
                ) -> str:
         if not isinstance(task, Task):
             raise ConfigError("task", task, "a llmos_lab.scheduler.Task")
         priority = task.priority if priority is None else priority
         weight = task.weight if weight is None else weight
-        _check_priority(task.id, priority)
-        _check_weight(task.id, weight)
+        priority = check(f"{task.id}.priority", priority, PARAMETERS["priority"])
+        weight = check(f"{task.id}.weight", weight, PARAMETERS["weight"])
         with self._lock:
             if task.id in self._tasks:
                 raise ConfigError("task id", task.id, "an id not already submitted")
@@ -157,7 +167,7 @@ class Scheduler:
         return task.id
 
     def set_priority(self, task_id: str, priority: int) -> None:
-        _check_priority(task_id, priority)
+        priority = check(f"{task_id}.priority", priority, PARAMETERS["priority"])
         with self._lock:
             self._get(task_id).priority = priority
             if self.allocator is not None:
@@ -166,7 +176,7 @@ class Scheduler:
         events.publish("sched.change", scheduler=self, task=task_id, priority=priority)
 
     def set_weight(self, task_id: str, weight: float) -> None:
-        _check_weight(task_id, weight)
+        weight = check(f"{task_id}.weight", weight, PARAMETERS["weight"])
         with self._lock:
             self._get(task_id).weight = float(weight)
             if self.allocator is not None:
@@ -379,12 +389,3 @@ def _start(s: TaskState, grant: Resources | None) -> Iterator[Any]:
     return iter(steps)
 
 
-def _check_priority(task_id: str, priority: Any) -> None:
-    if isinstance(priority, bool) or not isinstance(priority, (int, np.integer)):
-        raise ConfigError(f"{task_id}.priority", priority, "an integer")
-
-
-def _check_weight(task_id: str, weight: Any) -> None:
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
-            np.isfinite(weight) and weight > 0):
-        raise ConfigError(f"{task_id}.weight", weight, "a finite number > 0")

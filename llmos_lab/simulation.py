@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import allocator
 from . import scheduler as sched
+from .constraints import POSITIVE, Options, check
 from .errors import ColumnError, ConfigError, DataError, SimulationError, UnknownNameError
 from .units import parse_bytes
 
@@ -29,6 +31,7 @@ class SimulationResult:
     policy: str
     timeline: pd.DataFrame
     metrics: pd.DataFrame
+    kind: str = "schedule"  # which registry the policy came from: "schedule" or "allocate"
 
     def shares(self, until: float | None = None) -> pd.DataFrame:
         """Measured vs entitled shares while every task competes (until the first finishes);
@@ -68,27 +71,26 @@ class _Sim:
     finished: float | None = None
 
 
+KINDS = ("schedule", "allocate")
+
+
 def simulate(trace: pd.DataFrame, policy: str = "stride", *, memory: int | str | None = None,
-             compute: float = 1.0, quantum: int | None = None) -> SimulationResult:
+             compute: float = 1.0, quantum: int | None = None,
+             kind: str | None = None) -> SimulationResult:
     """Run ``trace`` under a policy with an optional memory capacity; return its timeline
     and per-task metrics.
 
-    A *scheduling* policy (fifo, rr, priority, stride) time-slices one processor, step by
-    step. An *allocation* policy (proportional, max-min, drf; ``"priority"`` means the
-    scheduler's preemptive policy here) shares the machine at once: at every arrival or
-    completion the policy re-divides ``compute``
-    among the admitted tasks by their ``memory`` and ``compute`` demands, and each runs at
-    ``grant / demand`` of its full speed (processor sharing).
+    ``kind="schedule"``: a *scheduling* policy (fifo, rr, priority, stride) time-slices one
+    processor, step by step. ``kind="allocate"``: an *allocation* policy (proportional,
+    max-min, drf, priority) shares the machine at once: at every arrival or completion the
+    policy re-divides ``compute`` among the admitted tasks by their ``memory`` and ``compute``
+    demands, and each runs at ``grant / demand`` of its full speed (processor sharing).
+    ``kind=None`` looks the name up among scheduling policies first, so "priority" alone
+    means the scheduler's preemptive policy; ``result.kind`` says which ran.
     """
-    from . import allocator
-
-    if not isinstance(policy, str):
-        raise ConfigError("policy", policy, "a policy name: " + ", ".join(
-            sched.policies() + allocator.policies()))
+    kind = policy_kind(policy, kind)
     sched.check_quantum(quantum)
-    if isinstance(compute, bool) or not isinstance(compute, (int, float)) or \
-            not math.isfinite(compute) or compute <= 0:
-        raise ConfigError("compute", compute, "a finite number > 0")
+    compute = check("compute", compute, (POSITIVE,))
     tasks = _read_trace(trace)
     capacity = None if memory is None else parse_bytes(memory, "memory")
     if capacity is not None:
@@ -96,11 +98,30 @@ def simulate(trace: pd.DataFrame, policy: str = "stride", *, memory: int | str |
             if t.memory > capacity:
                 raise DataError(f"trace row {t.id!r}: memory {t.memory} exceeds the capacity "
                                 f"{capacity}; it could never run")
-    if policy not in sched.policies() and policy in allocator.policies():
+    if kind == "allocate":
         return _simulate_sharing(tasks, policy, capacity, compute)
-    if policy not in sched.policies():
-        raise UnknownNameError("policy", policy, sched.policies() + allocator.policies())
-    pol = sched.get(policy, quantum)
+    return _simulate_slicing(tasks, sched.get(policy, quantum), capacity)
+
+
+def policy_kind(policy: str, kind: str | None = None) -> str:
+    """Which registry ``policy`` comes from: "schedule" or "allocate"."""
+    check("kind", kind, (None, Options(*KINDS)))
+    if not isinstance(policy, str):
+        raise ConfigError("policy", policy, "a policy name: " + ", ".join(
+            sched.policies() + allocator.policies()))
+    if kind == "schedule" or (kind is None and policy in sched.POLICIES):
+        sched.POLICIES.get(policy)
+        return "schedule"
+    if kind == "allocate" or policy in allocator.POLICIES:
+        allocator.POLICIES.get(policy)
+        return "allocate"
+    raise UnknownNameError("policy", policy, sched.policies() + allocator.policies())
+
+
+def _simulate_slicing(tasks: list[_Sim], pol: sched.Policy, capacity: int | None
+                      ) -> SimulationResult:
+    """Time slices on one processor, from turn to turn: arrivals join the ready heap (ordered
+    by the policy's key), the smallest key runs for its turn, and the policy is charged."""
     order = sorted(tasks, key=lambda t: (t.submitted, t.seq))
     ready: list[tuple[Any, int, _Sim]] = []
     now, nxt, tick = 0.0, 0, 0
@@ -110,33 +131,20 @@ def simulate(trace: pd.DataFrame, policy: str = "stride", *, memory: int | str |
         heapq.heappush(ready, (pol.key(t), t.seq, t))
 
     admission = _Admission(capacity, tasks)
-
-    def admit() -> None:
-        for t in admission.admit():
-            push(t)
-
     remaining = len(order)
-    budget = _Budget(sum(t.total for t in tasks) + 2 * len(tasks) + 10, policy)
+    budget = _Budget(sum(t.total for t in tasks) + 2 * len(tasks) + 10, pol.name)
     while remaining:
         budget.spend()
         while nxt < len(order) and order[nxt].submitted <= now:
-            t = order[nxt]
-            admission.arrive(t)
+            admission.arrive(order[nxt])
             nxt += 1
-        admit()
+        for t in admission.admit():
+            push(t)
         if not ready:
             now = order[nxt].submitted  # idle until the next arrival
             continue
         t = heapq.heappop(ready)[2]
-        left = t.total - t.steps
-        if pol.quantum is None:
-            n = left
-        elif pol.preemptive and nxt < len(order):  # only an arrival can preempt
-            n = max(1, min(left, math.ceil((order[nxt].submitted - now) / t.step_seconds)))
-        elif pol.preemptive:
-            n = left
-        else:
-            n = min(left, pol.quantum)
+        n = _turn(pol, t, order[nxt].submitted - now if nxt < len(order) else None)
         seconds = n * t.step_seconds
         if t.first_run is None:
             t.first_run = now
@@ -156,7 +164,18 @@ def simulate(trace: pd.DataFrame, policy: str = "stride", *, memory: int | str |
     timeline = pd.DataFrame(slices, columns=["task", "step", "steps", "start", "end"])
     timeline["seconds"] = timeline["end"] - timeline["start"]
     entitled = sched.entitled_shares(pol.name, [(t.id, t.weight, t.steps > 0) for t in tasks])
-    return SimulationResult(policy, timeline, _metrics(tasks, entitled))
+    return SimulationResult(pol.name, timeline, _metrics(tasks, entitled), "schedule")
+
+
+def _turn(pol: sched.Policy, t: _Sim, until_arrival: float | None) -> int:
+    """Steps ``t`` runs now: its quantum, the rest (no quantum), or, under a preemptive
+    policy, until the next arrival (the only thing that can preempt it)."""
+    left = t.total - t.steps
+    if pol.quantum is None or (pol.preemptive and until_arrival is None):
+        return left
+    if pol.preemptive:
+        return max(1, min(left, math.ceil(until_arrival / t.step_seconds)))
+    return min(left, pol.quantum)
 
 
 class _Budget:
@@ -217,8 +236,6 @@ def _metrics(tasks: list[_Sim], entitled: dict[str, float]) -> pd.DataFrame:
 def _simulate_sharing(tasks: list[_Sim], policy: str, capacity: int | None,
                       compute: float) -> SimulationResult:
     """Processor sharing under an allocation policy, from event to event."""
-    from . import allocator
-
     fn = allocator.get(policy)
     order = sorted(tasks, key=lambda t: (t.submitted, t.seq))
     admission = _Admission(capacity, tasks)
@@ -273,7 +290,7 @@ def _simulate_sharing(tasks: list[_Sim], policy: str, capacity: int | None,
     timeline["seconds"] = timeline["end"] - timeline["start"]
     total = sum(t.busy for t in tasks) or 1.0
     entitled = {t.id: t.busy / total for t in tasks}  # what the policy granted, over the run
-    return SimulationResult(policy, timeline, _metrics(tasks, entitled))
+    return SimulationResult(policy, timeline, _metrics(tasks, entitled), "allocate")
 
 
 def compare(trace: pd.DataFrame, policies: list[str] | None = None, **kw: Any) -> pd.DataFrame:

@@ -7,6 +7,7 @@ import re
 import pandas as pd
 import pytest
 
+import llmos_lab as lab
 from llmos_lab import datasets
 from llmos_lab.errors import ColumnError, DataError, UnknownNameError
 
@@ -44,7 +45,8 @@ def test_tweets_columns(tweets_df):
     assert len(tweets_df) > 1000
     assert tweets_df["text"].map(lambda t: isinstance(t, str) and t.strip() != "").all()
     assert tweets_df["label"].notna().all()
-    assert tweets_df.attrs["task"] == "text-classification"
+    assert tweets_df.attrs["task"] == lab.ModelTask.SEQUENCE_CLASSIFICATION
+    assert tweets_df.attrs["task"] == "sequence-classification"
 
 
 def test_tweets_split_fractions(tweets_df):

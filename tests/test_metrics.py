@@ -63,7 +63,7 @@ def test_from_labels_summary(pets):
     assert pets.table.loc["weighted avg", "f1"] == pytest.approx(weighted)
     assert pets.table.loc["macro avg", "precision"] == pytest.approx((1 + 3 / 4 + 1 / 3) / 3)
     assert pets.to_dict() == pytest.approx({"accuracy": 0.7, "macro_f1": macro})
-    assert pets.task == "text-classification"
+    assert pets.task == "sequence-classification"
 
 
 def test_from_labels_confusion(pets):

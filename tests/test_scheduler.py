@@ -195,7 +195,7 @@ def test_training_inference_and_evaluation_tasks_interleave(tiny_model):
     kernel = lab.ModelKernel(device="cpu", memory_budget="1GiB", precision="fp32")
     kernel.load("tiny-bert", name="m", task="sequence-classification", labels=["neg", "pos"])
     alloc = Allocator(Resources(memory="2GiB", compute=1.0), policy="drf")
-    s = Scheduler("rr", allocator=alloc, kernel=kernel)
+    s = Scheduler("rr", allocator=alloc)
     train_task = training_task(trainer, train, id="train",
                                demand={"memory": "1GiB", "compute": 0.5})
     infer = inference_task(kernel, "m", test["text"], batch_size=16, id="infer",

@@ -39,6 +39,23 @@ def test_priority_preempts_on_arrival():
     assert m.loc["low", "finished"] == 7.0
 
 
+def test_priority_names_a_policy_in_each_registry_and_kind_says_which():
+    trace = pd.DataFrame({"id": ["low", "high"], "arrival": [0.0, 2.0], "steps": [5, 2],
+                          "priority": [1, 5]})
+    sliced = simulate(trace, "priority")
+    assert sliced.kind == "schedule" == simulate(trace, "priority", kind="schedule").kind
+    shared = simulate(trace, "priority", kind="allocate")
+    assert shared.kind == "allocate" and simulate(trace, "drf").kind == "allocate"
+    # strict-priority sharing gives the whole machine to "high" on arrival, as preemption
+    # does; the time-slicer's timeline has whole steps, the sharer's has rate segments
+    assert shared.metrics.set_index("task").loc["high", "finished"] == pytest.approx(4.0)
+    assert "steps" in sliced.timeline and "steps" not in shared.timeline
+    with pytest.raises(UnknownNameError, match="scheduling policy"):
+        simulate(trace, "drf", kind="schedule")
+    with pytest.raises(ConfigError, match="kind"):
+        simulate(trace, "rr", kind="slice")
+
+
 def test_stride_shares_follow_weights_while_tasks_compete():
     r = simulate(trace3(weight=[1, 2, 3], steps=[600, 600, 600]), "stride")
     shares = r.shares().set_index("task")

@@ -22,12 +22,13 @@ from matplotlib.patches import Patch
 
 from llmos_lab import events
 from llmos_lab.errors import ArgumentTypeError, ConfigError
+from llmos_lab.model_task import ModelTask
 from llmos_lab.units import format_bytes
 
 from ._render import View, byte_unit, label_bars
 
 STATE_COLOURS = {"resident": "C0", "host": "C1", "disk": "#999999"}
-TASKS = ("auto", "sequence-classification", "token-classification", "causal-lm")
+TASKS = ("auto", *map(str, ModelTask))
 _logger = logging.getLogger("llmos_lab.widgets")
 
 

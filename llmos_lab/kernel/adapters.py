@@ -16,10 +16,6 @@ from .. import loading
 from ..errors import AdapterError, check_keywords
 from .swap import ModelRecord
 
-PEFT_TASKS = {"sequence-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS",
-               "causal-lm": "CAUSAL_LM"}
-
-
 LORA_ALIASES = {"rank": "r", "alpha": "lora_alpha", "dropout": "lora_dropout",
                  "targets": "target_modules"}
 

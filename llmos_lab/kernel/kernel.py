@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 import os
 import threading
 import time
@@ -25,14 +24,23 @@ import pandas as pd
 import torch
 
 from .. import assets, events, inference, loading
+from ..constraints import Interval, Options, Real, check, table
 from ..devices import resolve_device
 from ..errors import AdapterError, ConfigError, MemoryBudgetError, TaskError
+from ..model_task import ModelTask
 from ..units import format_bytes, parse_bytes
 from . import adapters
 from .residency import Residency, release_memory
 from .swap import ModelRecord, SwapSpace
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# what each option accepts: checked by constraints.check, shown by ModelKernel.help()
+PARAMETERS = {
+    "precision": (Options(*PRECISIONS),),
+    "quantize": (None, Options("int8")),
+    "to": (None, Options("host", "disk")),
+    "temperature": (Interval(Real, 0, None),),
+}
 
 
 class ModelKernel(Residency):
@@ -51,8 +59,7 @@ class ModelKernel(Residency):
             raise ConfigError("memory_budget", memory_budget, "more than 0 bytes")
         self.host_budget = None if host_budget is None else parse_bytes(host_budget,
                                                                         "host_budget")
-        if precision not in PRECISIONS:
-            raise ConfigError("precision", precision, "one of " + ", ".join(PRECISIONS))
+        precision = check("precision", precision, PARAMETERS["precision"])
         if precision == "auto":
             fast = self.device.type == "cuda" or inference.cpu_has_fast_bf16()
             precision = "bf16" if fast else "fp32"
@@ -63,6 +70,11 @@ class ModelKernel(Residency):
         self._idle = threading.Condition(self._lock)  # notified when a call finishes
         self._clock = itertools.count(1)
 
+    @staticmethod
+    def help() -> pd.DataFrame:
+        """What each option accepts (the declaration the checks use)."""
+        return table(PARAMETERS)
+
     # ------------------------------------------------------------------ process table
 
     def load(self, name_or_path: str | os.PathLike, name: str | None = None, *,
@@ -71,8 +83,7 @@ class ModelKernel(Residency):
              quantize: str | None = None, pin: bool = False) -> ModelHandle:
         """Load a model (shipped name, local folder, GGUF file, hub id) under ``name``."""
         name = name or Path(os.fspath(name_or_path)).name
-        if quantize not in (None, "int8"):
-            raise ConfigError("quantize", quantize, "None or 'int8'")
+        check("quantize", quantize, PARAMETERS["quantize"])
         if quantize and self.device.type != "cpu":
             raise ConfigError("quantize", quantize, "None on a GPU (dynamic int8 is CPU-only)")
         with self._lock:
@@ -131,8 +142,7 @@ class ModelKernel(Residency):
 
     def evict(self, name: str, to: str | None = None) -> None:
         """Move a model out of device memory: ``to="host"`` (GPU only) or ``"disk"``."""
-        if to not in (None, "host", "disk"):
-            raise ConfigError("to", to, "None, 'host' or 'disk'")
+        check("to", to, PARAMETERS["to"])
         if to == "host" and self.device.type == "cpu":
             raise ConfigError("to", to, "'disk': on the CPU, host memory is device memory")
         with self._lock:
@@ -146,7 +156,7 @@ class ModelKernel(Residency):
         """The process table: one row per model."""
         with self._lock:
             rows = [{
-                "name": r.name, "kind": r.task, "state": r.state,
+                "name": r.name, "kind": str(r.task), "state": r.state,
                 "device": str(self.device) if r.state == "resident" else
                 ("cpu" if r.state == "host" else "disk"),
                 "bytes": r.bytes, "adapter_bytes": sum(r.adapters.values()),
@@ -196,13 +206,13 @@ class ModelKernel(Residency):
             rec = self._get(model)
             task = rec.task
             inference.check_max_length(max_length, rec.tokenizer, rec.max_positions, model)
-        if task == "causal-lm":
+        if task is ModelTask.CAUSAL_LM:
             raise TaskError(f"model {model!r} is a causal-lm: use generate(), not infer()")
         started = time.perf_counter()
         with self._use(model) as rec, rec.lock, self._adapter(rec, adapter):
             kw = dict(max_length=max_length, batch_size=batch_size, device=self.device,
                       precision=self._precision(rec))
-            if task == "sequence-classification":
+            if task is ModelTask.SEQUENCE_CLASSIFICATION:
                 probs = inference.class_probabilities(rec.model, rec.tokenizer, texts, **kw)
                 out = inference.probabilities_frame(probs, rec.labels)
             else:
@@ -220,12 +230,10 @@ class ModelKernel(Residency):
         prompts = inference.as_texts(prompts, "prompts")
         max_new_tokens = inference.positive_int("max_new_tokens", max_new_tokens)
         batch_size = inference.positive_int("batch_size", batch_size, default=16)
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or \
-                not math.isfinite(temperature) or temperature < 0:
-            raise ConfigError("temperature", temperature, "a finite number >= 0 (0: greedy)")
+        temperature = check("temperature", temperature, PARAMETERS["temperature"])
         with self._lock:
             task = self._get(model).task
-        if task != "causal-lm":
+        if task is not ModelTask.CAUSAL_LM:
             raise TaskError(f"model {model!r} is a {task} model and cannot generate; "
                             f"load a causal-lm (e.g. 'smollm2') for generate()")
         started = time.perf_counter()
@@ -276,7 +284,7 @@ class ModelKernel(Residency):
                     adapters.check_lora_keys(config)
                 if config is None or isinstance(config, dict):
                     config = LoraConfig(**{"r": 8, "lora_alpha": 16,
-                                           "task_type": adapters.PEFT_TASKS[rec.task],
+                                           "task_type": ModelTask(rec.task).peft_task_type,
                                            **(config or {})})
                 if not isinstance(config, PeftConfig):
                     raise AdapterError(f"adapter for {model!r}: expected a path, a PEFT config "
@@ -341,6 +349,6 @@ class ModelHandle:
 
 
 def _labels(model: torch.nn.Module, task: str) -> list[str]:
-    if task == "causal-lm":
+    if task is ModelTask.CAUSAL_LM:
         return []
     return [model.config.id2label[i] for i in range(model.config.num_labels)]

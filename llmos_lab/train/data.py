@@ -13,12 +13,13 @@ import pandas as pd
 
 from ..datasets import require_columns
 from ..errors import ColumnTypeError, ConfigError, DataError, UnseenLabelError
+from ..model_task import ModelTask
 from . import checkpoints, ner
 from .config import TrainConfig
 
 
 def _tokens(cfg: TrainConfig) -> bool:
-    return cfg.task == "token-classification"
+    return cfg.task == ModelTask.TOKEN_CLASSIFICATION
 
 
 def check_frame(cfg: TrainConfig, df: pd.DataFrame, what: str, with_labels: bool) -> None:

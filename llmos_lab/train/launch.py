@@ -27,11 +27,9 @@ def launch(config, train_df: pd.DataFrame, eval_df: pd.DataFrame | None = None, 
     ``output_dir``, which is returned."""
     from accelerate import notebook_launcher
 
-    from ..errors import ConfigError
+    from ..constraints import COUNT, check
 
-    if isinstance(num_processes, bool) or not isinstance(num_processes, int) or \
-            num_processes < 1:
-        raise ConfigError("num_processes", num_processes, "an integer >= 1")
+    num_processes = check("num_processes", num_processes, (COUNT,))
     output_dir = Path(output_dir)
     notebook_launcher(_worker, (config, train_df, eval_df, str(output_dir)),
                       num_processes=num_processes, use_port=str(port or _free_port()))

@@ -14,8 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import ConfigError
-
-PEFT_TASKS = {"sequence-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS"}
+from ..model_task import ModelTask
 
 
 def wrap(model: torch.nn.Module, cfg, new_token_ids: Sequence[int] = ()) -> torch.nn.Module:
@@ -26,7 +25,7 @@ def wrap(model: torch.nn.Module, cfg, new_token_ids: Sequence[int] = ()) -> torc
     """
     from peft import IA3Config, LoraConfig, get_peft_model
 
-    task_type = PEFT_TASKS[cfg.task]
+    task_type = ModelTask(cfg.task).peft_task_type
     if cfg.method == "lora":
         extra = {"trainable_token_indices": list(new_token_ids)} if new_token_ids else {}
         config = LoraConfig(task_type=task_type, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,

@@ -25,6 +25,7 @@ from ..datasets import require_rows
 from ..devices import resolve_device
 from ..errors import ConfigError, NotFittedError
 from ..metrics import ClassificationReport
+from ..model_task import ModelTask
 from . import batching, checkpoints, fastpath, ner, peft_methods, replica, vocab
 from . import data as train_data
 from .batching import micro_batch_for
@@ -215,7 +216,7 @@ class Trainer(TrainingStep):
 
     @property
     def _tokens(self) -> bool:
-        return self.config.task == "token-classification"
+        return self.config.task == ModelTask.TOKEN_CLASSIFICATION
 
     def _predict_tags(self, data: pd.DataFrame | Sequence[Sequence[str]]) -> pd.DataFrame:
         cfg = self.config
