@@ -92,7 +92,7 @@ def _load_sent(kernel: lab.ModelKernel, quantize: str | None = None):
     torch.manual_seed(0)
     kernel.load("minilm", name="sent", task="sequence-classification", num_labels=3,
                 quantize=quantize)
-    return kernel._models["sent"]
+    return kernel.record("sent")
 
 
 def _pipeline(model, tokenizer):
@@ -412,7 +412,7 @@ def _smollm2_fault_in(kernel: lab.ModelKernel, sizes: Sizes) -> dict[str, Any]:
     gguf = assets.path("smollm2")
     converted = (loading.gguf_conversion(gguf) / "config.json").exists()
     first_load, _ = _timed(lambda: kernel.load("smollm2", name="lm"))
-    rec = kernel._models["lm"]
+    rec = kernel.record("lm")
 
     def gen() -> Any:
         return kernel.generate("lm", [prompt], max_new_tokens=1)

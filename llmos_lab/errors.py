@@ -127,7 +127,8 @@ class MemoryBudgetError(LlmosError, MemoryError):
 
 
 class ModelStateError(LlmosError, RuntimeError):
-    """An operation that does not fit a model's state: loading a name twice, say."""
+    """An operation that does not fit a model's state: loading a name twice, evicting a
+    pinned model, unloading one still in use."""
 
 
 class AdapterError(LlmosError, ValueError):
@@ -179,6 +180,14 @@ def check_keywords(where: str, given: Iterable[str], known: Iterable[str]) -> No
     for name in given:
         if name not in known:
             raise UnknownArgumentError(where, name, known)
+
+
+class RayStepError(LlmosError, RuntimeError):
+    """A step raised inside its Ray actor; carries the remote error text."""
+
+
+class EventError(LlmosError, TypeError):
+    """A published payload that does not match its topic's declaration in events.TOPICS."""
 
 
 class SimulationError(LlmosError, RuntimeError):

@@ -86,27 +86,15 @@ class ClassificationReport:
         return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, **self.extras}
 
     def plot(self, ax=None, normalize: bool = True):
-        """Confusion-matrix heat map (rows normalised to recall by default); returns the axes."""
-        import matplotlib.pyplot as plt
+        """Confusion-matrix heat map (rows normalised to recall by default) on ``ax`` or a
+        new Agg figure; returns a Display with ``ax_`` and ``figure_``."""
+        from . import plots
 
-        if ax is None:
-            _, ax = plt.subplots(figsize=(1.2 + 0.6 * len(self.confusion),) * 2)
-        m = self.confusion.to_numpy(dtype=float)
-        if normalize:
-            m = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
-        ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else None)
-        ticks = range(len(self.confusion))
-        ax.set_xticks(list(ticks), self.confusion.columns, rotation=45, ha="right")
-        ax.set_yticks(list(ticks), self.confusion.index)
-        for i in ticks:
-            for j in ticks:
-                ax.text(j, i, f"{m[i, j]:.2f}" if normalize else int(m[i, j]),
-                        ha="center", va="center", fontsize=8,
-                        color="white" if m[i, j] > 0.6 * max(m.max(), 1e-9) else "black")
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
+        side = 1.2 + 0.6 * len(self.confusion)
+        ax = plots.axes_or_new(ax, side, side)
+        plots.confusion_heatmap(ax, self.confusion, normalize)
         ax.set_title(f"accuracy {self.accuracy:.3f} · macro-F1 {self.macro_f1:.3f}")
-        return ax
+        return plots.Display(ax)
 
     def __repr__(self) -> str:
         return (f"ClassificationReport(task={self.task!r}, accuracy={self.accuracy:.4f}, "

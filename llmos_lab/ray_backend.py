@@ -12,13 +12,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .allocator import Resources
-from .errors import ConfigError, LlmosError
+from .errors import ConfigError, RayStepError
 
 _DONE = "__llmos_lab_done__"
-
-
-class RayStepError(LlmosError, RuntimeError):
-    """A step raised inside its Ray actor; carries the remote error text."""
 
 
 def _actor_class():

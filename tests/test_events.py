@@ -27,24 +27,24 @@ def bus():
 
 def test_publish_delivers_payload(bus):
     got: list[events.Event] = []
-    bus("train.step", got.append)
-    returned = events.publish("train.step", step=3, loss=0.5)
+    bus("job.step", got.append)
+    returned = events.publish("job.step", step=3, loss=0.5)
     assert len(got) == 1
     assert got[0] is returned
-    assert got[0].topic == "train.step"
+    assert got[0].topic == "job.step"
     assert got[0].payload == {"step": 3, "loss": 0.5}
     assert got[0].time > 0
 
 
 def test_glob_patterns(bus):
-    seen: dict[str, list[str]] = {"train.*": [], "*": [], "*.step": [], "eval.done": []}
+    seen: dict[str, list[str]] = {"job.*": [], "*": [], "*.step": [], "eval.done": []}
     for pattern, topics in seen.items():
         bus(pattern, lambda e, topics=topics: topics.append(e.topic))
-    for topic in ["train.step", "train.done", "eval.step", "eval.done", "kernel.load"]:
+    for topic in ["job.step", "job.done", "eval.step", "eval.done", "disk.load"]:
         events.publish(topic)
-    assert seen["train.*"] == ["train.step", "train.done"]
-    assert seen["*"] == ["train.step", "train.done", "eval.step", "eval.done", "kernel.load"]
-    assert seen["*.step"] == ["train.step", "eval.step"]
+    assert seen["job.*"] == ["job.step", "job.done"]
+    assert seen["*"] == ["job.step", "job.done", "eval.step", "eval.done", "disk.load"]
+    assert seen["*.step"] == ["job.step", "eval.step"]
     assert seen["eval.done"] == ["eval.done"]
 
 
@@ -190,3 +190,31 @@ def test_subscribe_while_publishing_from_threads(bus):
     before = delivered[0]
     events.publish("busy")
     assert delivered[0] == before + 1
+
+
+def test_declared_topics_refuse_payloads_that_do_not_match(bus):
+    from llmos_lab.errors import EventError
+
+    with pytest.raises(EventError, match=r"'kernel.unload' must carry kernel, model.*missing "
+                                         r"\['model'\]"):
+        events.publish("kernel.unload", kernel=None)
+    with pytest.raises(EventError, match=r"unexpected \['extra'\]"):
+        events.publish("kernel.unload", kernel=None, model="m", extra=1)
+    # an open topic may carry more; a topic outside the table is free-form
+    events.publish("train.step", trainer=None, total_steps=1, step=1, loss=0.5, eval_f1=0.9)
+    events.publish("my.own.topic", anything=1)
+
+
+def test_every_topic_the_core_publishes_is_declared():
+    import ast
+    from pathlib import Path
+
+    root = Path(events.__file__).parent
+    published = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "publish" \
+                    and node.args and isinstance(node.args[0], ast.Constant):
+                published.add(node.args[0].value)
+    assert published and published <= set(events.TOPICS), published - set(events.TOPICS)
+    assert set(events.TOPICS) <= published  # no declaration left over

@@ -176,7 +176,11 @@ def test_repr_html_names_classes(pets, ner):
 
 
 def test_plot_normalised(pets):
-    ax = pets.plot()
+    before = plt.get_fignums()
+    display = pets.plot()
+    ax = display.ax_
+    assert plt.get_fignums() == before  # drawn on its own Agg canvas, not through pyplot
+    assert display.figure_ is ax.figure and display._repr_png_().startswith(b"\x89PNG")
     assert isinstance(ax, matplotlib.axes.Axes)
     assert len(ax.images) == 1
     shown = np.asarray(ax.images[0].get_array())
@@ -187,7 +191,7 @@ def test_plot_normalised(pets):
 
 def test_plot_counts_on_given_axes(pets):
     _, given = plt.subplots()
-    ax = pets.plot(ax=given, normalize=False)
+    ax = pets.plot(ax=given, normalize=False).ax_
     assert ax is given
     np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), CONFUSION)
     texts = [t.get_text() for t in ax.texts]

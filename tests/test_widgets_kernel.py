@@ -49,7 +49,7 @@ def test_pin_button_toggles_and_evicting_a_pinned_model_is_reported(kernel, moni
     assert bool(state(kernel, "a")["pinned"]) and monitor.pin_button.description == "Unpin"
     monitor.evict_button.click()  # refused by the kernel: shown, not raised
     assert state(kernel, "a")["state"] == "resident"
-    assert "evict a failed: MemoryBudgetError" in monitor.log.value
+    assert "evict a failed: ModelStateError" in monitor.log.value
     assert "color:#b00" in monitor.log.value and "pinned" in monitor.log.value
     monitor.pin_button.click()
     assert not state(kernel, "a")["pinned"] and monitor.pin_button.description == "Pin"
@@ -89,7 +89,8 @@ def test_only_its_own_kernel_and_the_last_events(kernel, tmp_path):
     other.load("tiny-bert", name="stranger", task="sequence-classification", num_labels=2)
     assert "stranger" not in monitor.log.value
     for n in range(1, 8):
-        events.publish("kernel.infer", kernel=kernel, model="a", n=n, seconds=0.0)
+        events.publish("kernel.infer", kernel=kernel, model="a", adapter=None, n=n,
+                       seconds=0.0)
     monitor.png()
     log = monitor.log.value
     assert log.count("<div style='color:") == 3 and "7 inputs" in log and "4 inputs" not in log

@@ -21,23 +21,15 @@ from typing import Any
 import ipywidgets as widgets
 import pandas as pd
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from llmos_lab import events
+from llmos_lab.plots import DPI, new_figure
 
 log = logging.getLogger("llmos_lab.widgets")
 
-DPI = 80
 REDRAW_INTERVAL = 0.25  # seconds: at most four redraws a second
 REDRAW_SHARE = 0.1  # and drawing takes at most this share of the time (charts cost ~0.1 s)
-
-
-def new_figure(width: float, height: float) -> Figure:
-    """A figure on its own Agg canvas: safe off the main thread, invisible to pyplot."""
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def byte_unit(n: float) -> tuple[float, str]:

@@ -246,22 +246,21 @@ class KernelMonitor(View):
 
 
 def _describe(event: events.Event) -> str:
-    """One line per event: what happened to which model, with its size or time."""
+    """One line per event: what happened to which model, with its size or time. Each topic's
+    fields are declared in ``llmos_lab.events.TOPICS``; this reads them by topic."""
     p = event.payload
     what = event.topic.split(".", 1)[1]
-    parts = [what, str(p.get("model", ""))]
+    parts = {
+        "load": lambda: [format_bytes(p["bytes"]), f"{p['seconds']:.2f} s"],
+        "unload": lambda: [],
+        "pin": lambda: [],
+        "evict": lambda: [f"{p['source']} -> {p['to']}", format_bytes(p["bytes"])],
+        "fault": lambda: [f"from {p['source']}", f"{p['seconds']:.2f} s"],
+        "infer": lambda: [*([f"adapter {p['adapter']}"] if p["adapter"] else []),
+                          f"{p['n']} inputs", f"{p['seconds']:.2f} s"],
+        "generate": lambda: [f"{p['n']} inputs", f"{p['seconds']:.2f} s"],
+        "adapter": lambda: [f"adapter {p['adapter']}", format_bytes(p["bytes"])],
+    }.get(what, lambda: [])()
     if what == "pin":
-        parts[0] = "pin" if p.get("pinned") else "unpin"
-    if "source" in p and "to" in p:
-        parts.append(f"{p['source']} -> {p['to']}")
-    elif "source" in p:
-        parts.append(f"from {p['source']}")
-    if p.get("adapter"):
-        parts.append(f"adapter {p['adapter']}")
-    if "n" in p:
-        parts.append(f"{p['n']} inputs")
-    if "bytes" in p:
-        parts.append(format_bytes(p["bytes"]))
-    if "seconds" in p:
-        parts.append(f"{p['seconds']:.2f} s")
-    return " ".join(parts)
+        what = "pin" if p["pinned"] else "unpin"
+    return " ".join([what, str(p.get("model", "")), *parts])

@@ -14,6 +14,7 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 
+from llmos_lab import plots
 from llmos_lab.errors import ArgumentTypeError, ConfigError
 from llmos_lab.metrics import ClassificationReport
 
@@ -89,26 +90,8 @@ class ReportView(View):
         return fig
 
     def _heatmap(self, ax: Any, name: str, report: ClassificationReport) -> None:
-        m = report.confusion.to_numpy(dtype=float)
-        normalize = self.normalize.value
-        if normalize:
-            m = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
-        image = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalize else max(m.max(), 1))
-        ax.figure.colorbar(image, ax=ax, shrink=0.75,
-                           label="share of true class" if normalize else "count")
-        ticks = range(len(m))
-        ax.set_xticks(list(ticks), report.confusion.columns, rotation=45, ha="right",
-                      fontsize=8)
-        ax.set_yticks(list(ticks), report.confusion.index, fontsize=8)
-        if len(m) <= ANNOTATE_UP_TO:
-            top = max(m.max(), 1e-9)
-            for i in ticks:
-                for j in ticks:
-                    ax.text(j, i, f"{m[i, j]:.2f}" if normalize else f"{m[i, j]:.0f}",
-                            ha="center", va="center", fontsize=7,
-                            color="white" if m[i, j] > 0.6 * top else "black")
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
+        plots.confusion_heatmap(ax, report.confusion, self.normalize.value,
+                                annotate_up_to=ANNOTATE_UP_TO, colorbar=True)
         ax.set_title(f"{name}: confusion", fontsize=10, loc="left")
 
     def _f1_bars(self, ax: Any) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from llmos_lab import events
+from llmos_lab import events, plots
 from llmos_lab.errors import ArgumentTypeError, ConfigError, NotFittedError
 
 from ._render import View, html_table
@@ -173,9 +173,7 @@ class TrainingDashboard(View):
             if not len(h):
                 continue
             colour = f"C{i % 10}"
-            loss_ax.plot(h["step"], h["loss"], color=colour, alpha=0.25, linewidth=1)
-            smooth = h["loss"].rolling(max(1, len(h) // 20), min_periods=1).mean()
-            loss_ax.plot(h["step"], smooth, color=colour, linewidth=2, label=name)
+            plots.loss_curves(loss_ax, h, colour, label=name)
         loss_ax.set_xlabel("step")
         loss_ax.set_ylabel("training loss")
         loss_ax.set_title("loss (faint: per step, solid: smoothed)", fontsize=10, loc="left")

@@ -14,6 +14,7 @@ import torch
 
 from .. import loading
 from ..errors import AdapterError, check_keywords
+from ..model_task import ModelTask
 from .swap import ModelRecord
 
 LORA_ALIASES = {"rank": "r", "alpha": "lora_alpha", "dropout": "lora_dropout",
@@ -57,6 +58,56 @@ def check_folder(path: Path) -> None:
             fh.keys()
     except Exception as exc:  # SafetensorError
         raise AdapterError(f"{str(weights)!r} cannot be read: {exc}") from None
+
+
+def normalise(path_or_config: Any, rec: ModelRecord, model: str) -> Path | Any:
+    """Every accepted form as one of two: a checked adapter folder, or a PEFT config (a dict
+    of LoRA options and None become a LoraConfig, r=8 and PEFT's default targets)."""
+    import os
+
+    from peft import LoraConfig, PeftConfig
+
+    if isinstance(path_or_config, (str, os.PathLike)):
+        path = Path(path_or_config)
+        check_folder(path)  # before PEFT touches the model
+        return path
+    config = path_or_config
+    if isinstance(config, dict):
+        check_lora_keys(config)
+    if config is None or isinstance(config, dict):
+        config = LoraConfig(**{"r": 8, "lora_alpha": 16,
+                               "task_type": ModelTask(rec.task).peft_task_type,
+                               **(config or {})})
+    if not isinstance(config, PeftConfig):
+        raise AdapterError(f"adapter for {model!r}: expected a path, a PEFT config or a dict, "
+                           f"got {type(config).__name__}")
+    return config
+
+
+def attach(rec: ModelRecord, adapter: str, source: Path | Any) -> None:
+    """Load (a folder) or create (a config) ``adapter`` on the record's model; the first
+    adapter wraps the base in a PeftModel, later ones join it. A failure leaves no half of
+    the adapter behind."""
+    from peft import PeftModel, get_peft_model
+
+    is_peft = isinstance(rec.model, PeftModel)
+    try:
+        with loading.quiet():
+            if isinstance(source, Path) and is_peft:
+                rec.model.load_adapter(str(source), adapter_name=adapter)
+            elif isinstance(source, Path):
+                rec.model = PeftModel.from_pretrained(rec.model, str(source),
+                                                      adapter_name=adapter)
+            elif is_peft:
+                rec.model.add_adapter(adapter, source)
+            else:
+                rec.model = get_peft_model(rec.model, source, adapter_name=adapter)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        drop_half_added(rec, adapter)
+        where = f" from {str(source)!r}" if isinstance(source, Path) else ""
+        raise AdapterError(f"cannot add adapter {adapter!r} to {rec.name!r}{where}: "
+                           f"{type(exc).__name__}: "
+                           f"{str(exc).strip().splitlines()[0][:300]}") from None
 
 
 def drop_half_added(rec: ModelRecord, adapter: str) -> None:

@@ -26,7 +26,7 @@ import torch
 from .. import assets, events, inference, loading
 from ..constraints import Interval, Options, Real, check, table
 from ..devices import resolve_device
-from ..errors import AdapterError, ConfigError, MemoryBudgetError, TaskError
+from ..errors import AdapterError, ConfigError, ModelStateError, TaskError
 from ..model_task import ModelTask
 from ..units import format_bytes, parse_bytes
 from . import adapters
@@ -88,8 +88,9 @@ class ModelKernel(Residency):
             raise ConfigError("quantize", quantize, "None on a GPU (dynamic int8 is CPU-only)")
         with self._lock:
             if name in self._models:
-                raise ConfigError("name", name, f"a name not in use (loaded: "
-                                  f"{', '.join(self._models)}); unload it first")
+                raise ModelStateError(f"a model named {name!r} is already loaded (loaded: "
+                                      f"{', '.join(self._models)}); unload it first or pass "
+                                      f"another name=")
         source = loading.Source.resolve(name_or_path)
         config = loading.read_config(source)
         task = loading.infer_task(name, config, source, task)
@@ -148,7 +149,7 @@ class ModelKernel(Residency):
         with self._lock:
             rec = self._get(name)
             if rec.pinned:
-                raise MemoryBudgetError(f"model {name!r} is pinned; unpin it before evicting")
+                raise ModelStateError(f"model {name!r} is pinned; unpin it before evicting")
             self._wait_idle(rec, "evict")
             self._evict(rec, to)
 
@@ -168,6 +169,14 @@ class ModelKernel(Residency):
                    "pinned", "adapters", "quantize", "last_used", "hits", "faults",
                    "load_seconds"]
         return pd.DataFrame(rows, columns=columns)
+
+    def record(self, name: str) -> ModelRecord:
+        """The process-table entry of ``name``: its model and tokenizer objects, state, bytes,
+        adapters. For inspection (tests, benchmarks, saving what the kernel holds); running a
+        model goes through ``infer``/``generate``, which fault it in and keep it accounted.
+        An evicted model's ``model`` is None until it is used."""
+        with self._lock:
+            return self._get(name)
 
     def memory(self) -> dict[str, Any]:
         """Device bytes used against the budget, host and disk use, process RSS."""
@@ -250,8 +259,6 @@ class ModelKernel(Residency):
                     path_or_config: str | os.PathLike | Any | None = None) -> None:
         """Attach a PEFT adapter to a loaded base: a saved adapter folder, a PEFT config, a
         dict of LoRA options, or None for a fresh LoRA (r=8) with PEFT's default targets."""
-        from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
-
         if not isinstance(adapter_name, str) or not adapter_name:
             raise ConfigError("adapter_name", adapter_name, "a non-empty string")
         with self._use(model) as rec, rec.lock:
@@ -262,43 +269,7 @@ class ModelKernel(Residency):
                 raise AdapterError(f"model {model!r} already has an adapter {adapter_name!r}")
             if rec.image is None:  # the base must stay rebuildable without its adapters
                 self.swap.write_base(rec)
-            is_peft = isinstance(rec.model, PeftModel)
-            if isinstance(path_or_config, (str, os.PathLike)):
-                path = Path(path_or_config)
-                adapters.check_folder(path)  # before PEFT touches the model
-                try:
-                    with loading.quiet():
-                        if is_peft:
-                            rec.model.load_adapter(str(path), adapter_name=adapter_name)
-                        else:
-                            rec.model = PeftModel.from_pretrained(rec.model, str(path),
-                                                                  adapter_name=adapter_name)
-                except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-                    adapters.drop_half_added(rec, adapter_name)
-                    raise AdapterError(f"cannot add adapter {adapter_name!r} to {model!r} from "
-                                       f"{str(path)!r}: {type(exc).__name__}: "
-                                       f"{str(exc).strip().splitlines()[0][:300]}") from None
-            else:
-                config = path_or_config
-                if isinstance(config, dict):
-                    adapters.check_lora_keys(config)
-                if config is None or isinstance(config, dict):
-                    config = LoraConfig(**{"r": 8, "lora_alpha": 16,
-                                           "task_type": ModelTask(rec.task).peft_task_type,
-                                           **(config or {})})
-                if not isinstance(config, PeftConfig):
-                    raise AdapterError(f"adapter for {model!r}: expected a path, a PEFT config "
-                                       f"or a dict, got {type(config).__name__}")
-                try:
-                    with loading.quiet():
-                        if is_peft:
-                            rec.model.add_adapter(adapter_name, config)
-                        else:
-                            rec.model = get_peft_model(rec.model, config,
-                                                       adapter_name=adapter_name)
-                except ValueError as exc:  # e.g. no target modules in this architecture
-                    raise AdapterError(f"model {model!r} cannot take this adapter: {exc}") \
-                        from exc
+            adapters.attach(rec, adapter_name, adapters.normalise(path_or_config, rec, model))
             rec.model.to(self.device).eval()
             rec.model._llmos_adapter_layers = None  # new adapter layers: find them again
             rec.adapters[adapter_name] = adapters.adapter_bytes(rec.model, adapter_name)

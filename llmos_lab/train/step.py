@@ -1,11 +1,13 @@
-"""One optimizer step's inner work for the Trainer: micro-batches with gradient
-accumulation (halving on out-of-memory), and the early-stopping rule.
+"""One optimizer step's work for the Trainer: the optimizer, micro-batches with gradient
+accumulation (halving on out-of-memory), the step itself, evaluation and early stopping.
 
-Mixed into :class:`~llmos_lab.trainer.Trainer`, whose loop calls these once per step.
+Mixed into :class:`~llmos_lab.train.trainer.Trainer`, whose loop calls these once per step.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,9 +19,69 @@ from ..errors import ConfigError, TrainingError
 from . import ner
 
 
+@dataclass
+class _RunState:
+    """Where a training run is, as the scheduler's TaskState is for a task."""
+
+    total: int  # steps in this run (shrinks to the current step when it is stopped)
+    started: float  # perf_counter at the start, for the history's "seconds"
+    eval_every: int
+    step: int = 0
+    skip: int = 0  # batches of the current epoch already trained (after a resume)
+    epoch_rng: dict | None = None  # the RNG state that draws this epoch's batch order
+    fingerprint: str | None = None  # of the training data, checked on resume
+
+
 class TrainingStep:
     """Expects the Trainer's ``config``, ``model_``, ``micro_batch_size_``, ``device_``,
-    ``replica_``, ``_train_model``, ``_collate`` and ``_tokens``."""
+    ``replica_``, ``_train_model``, ``_collate``, ``_tokens`` and ``_per_epoch``."""
+
+    def _build_optimizer(self, total: int):
+        """AdamW (fused on CPU and CUDA; no decay on biases and norms), linear warm-up then
+        decay over ``total`` steps, and a gradient scaler that is on only for fp16."""
+        from transformers import get_linear_schedule_with_warmup
+
+        cfg = self.config
+        params = [(n, p) for n, p in self.model_.named_parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            [{"params": [p for n, p in params if not no_decay(n)],
+              "weight_decay": cfg.weight_decay},
+             {"params": [p for n, p in params if no_decay(n)], "weight_decay": 0.0}],
+            lr=cfg.lr, fused=self.device_.type in ("cpu", "cuda"))
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * total), total)
+        scaler = torch.amp.GradScaler(self.device_.type, enabled=cfg.precision == "fp16")
+        return optimizer, scheduler, scaler
+
+    def _optimizer_step(self, batch: np.ndarray, ids: list[list[int]], targets: list[Any],
+                        run: _RunState, optimizer, scheduler, scaler) -> dict[str, Any]:
+        """Forward, backward, clip and step on one batch; returns its history row."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        loss = self.replica_.mean(self._accumulate(
+            self.replica_.shard(batch), ids, targets, run.step + 1, scaler))
+        if cfg.max_grad_norm:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model_.parameters(), cfg.max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        run.step += 1
+        seconds = time.perf_counter() - t0
+        return {"step": run.step, "epoch": run.step / self._per_epoch, "loss": loss,
+                "lr": scheduler.get_last_lr()[0], "samples_per_s": len(batch) / seconds,
+                "micro_batch": self.micro_batch_size_,
+                "seconds": time.perf_counter() - run.started}
+
+    def _evaluate_step(self, row: dict[str, Any], eval_df: pd.DataFrame | None,
+                       run: _RunState) -> bool:
+        """Every ``eval_every`` steps and at the last: eval metrics into the row; True when
+        early stopping says the run should end."""
+        if eval_df is None or not len(eval_df) or not (
+                row["step"] % run.eval_every == 0 or row["step"] == run.total):
+            return False
+        row.update(self._eval_metrics(eval_df))
+        return self._should_stop(row)
 
     def _accumulate(self, batch: np.ndarray, ids: list[list[int]], targets: list[Any],
                     step: int, scaler: torch.amp.GradScaler) -> float:

@@ -30,8 +30,7 @@ from . import batching, checkpoints, fastpath, ner, peft_methods, replica, vocab
 from . import data as train_data
 from .batching import micro_batch_for
 from .config import METHODS, PRECISIONS, TASKS, TrainConfig
-from .step import TrainingStep
-from .step import no_decay as _no_decay
+from .step import TrainingStep, _RunState
 
 __all__ = ["METHODS", "PRECISIONS", "TASKS", "TrainConfig", "Trainer", "micro_batch_for"]
 
@@ -188,15 +187,13 @@ class Trainer(TrainingStep):
             self.tokenizer_.save_pretrained(folder)
 
     def plot(self, ax=None):
-        """Training loss (smoothed) and evaluation metrics against steps; returns the axes."""
-        import matplotlib.pyplot as plt
+        """Training loss (per step and smoothed) and evaluation metrics against steps, on
+        ``ax`` or a new Agg figure; returns a Display with ``ax_`` and ``figure_``."""
+        from .. import plots
 
         h = self.history_
-        if ax is None:
-            _, ax = plt.subplots(figsize=(7, 3.5))
-        ax.plot(h["step"], h["loss"], alpha=0.3, color="C0", label="loss")
-        ax.plot(h["step"], h["loss"].rolling(max(1, len(h) // 20), min_periods=1).mean(),
-                color="C0", label="loss (smoothed)")
+        ax = plots.axes_or_new(ax, 7, 3.5)
+        plots.loss_curves(ax, h, label="loss (smoothed)")
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
         metrics = [c for c in h.columns if c.startswith("eval_") and c != "eval_loss"]
@@ -210,7 +207,7 @@ class Trainer(TrainingStep):
             right.legend(loc="center right")
         ax.legend(loc="upper right")
         ax.set_title(f"{self.config.model} · {self.config.method} · {self.config.task}")
-        return ax
+        return plots.Display(ax)
 
     # ------------------------------------------------------------------ internals
 
@@ -289,97 +286,85 @@ class Trainer(TrainingStep):
 
     def _loop(self, train_df: pd.DataFrame, eval_df: pd.DataFrame | None,
               resume: Path | None = None) -> Iterator[dict[str, Any]]:
-        from transformers import get_linear_schedule_with_warmup
-
+        """Epochs of length-grouped batches, one optimizer step each; the named steps below
+        do the work, ``_RunState`` says where the run is (as a scheduler's TaskState)."""
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
-        label_index = {label: i for i, label in enumerate(self.labels_)}
-        if self._tokens:
-            enc = ner.encode(self.tokenizer_, train_df[cfg.tokens_column], cfg.max_length)
-            ids = enc["input_ids"]
-            targets = ner.align(enc, list(train_df[cfg.tags_column]), label_index,
-                                cfg.label_all_subtokens)
-        else:
-            ids = self._encode(train_df[cfg.text_column])
-            targets = [label_index[v] for v in train_df[cfg.label_column]]
+        ids, targets = self._training_data(train_df)
         lengths = np.array([len(x) for x in ids])
-        per_epoch, total = self._per_epoch, self.total_steps_
-        eval_every = cfg.eval_every or per_epoch
-
-        decay = [p for n, p in self.model_.named_parameters()
-                 if p.requires_grad and not _no_decay(n)]
-        no_decay = [p for n, p in self.model_.named_parameters()
-                    if p.requires_grad and _no_decay(n)]
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
-                                      fused=self.device_.type in ("cpu", "cuda"))
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup * total), total)
-        scaler = torch.amp.GradScaler(self.device_.type, enabled=cfg.precision == "fp16")
-        events.publish("train.start", trainer=self, total_steps=total, config=cfg)
-
-        step, skip, started = 0, 0, time.perf_counter()
+        run = _RunState(total=self.total_steps_, started=time.perf_counter(),
+                        eval_every=cfg.eval_every or self._per_epoch)
+        optimizer, scheduler, scaler = self._build_optimizer(run.total)
+        events.publish("train.start", trainer=self, total_steps=run.total, config=cfg)
         self._last_checkpoint = None
         if resume is not None:
-            state = checkpoints.read_state(resume)
-            checkpoints.restore(resume, self.model_, optimizer, scheduler)
-            checkpoints.restore_rng(rng, state)
-            step, skip, self._rows = state["step"], state["batch_index"], state["history"]
-            self._last_checkpoint = resume
-        fingerprint = train_data.fingerprint(cfg, train_df) if cfg.checkpoint_every else None
+            self._restore(resume, run, rng, optimizer, scheduler)
+        run.fingerprint = train_data.fingerprint(cfg, train_df) if cfg.checkpoint_every \
+            else None
         self.best_score_ = None
         self._train_model = self.replica_.wrap(self.model_)  # DDP across processes, if any
         self.model_.train()
         self._training = True
-        while step < total:
-            epoch_rng = rng.bit_generator.state  # the epoch's data order can be drawn again
+        while run.step < run.total:
+            run.epoch_rng = rng.bit_generator.state  # the epoch's order can be drawn again
             for index, batch in enumerate(batching.length_grouped(
                     lengths, cfg.batch_size, rng, cfg.group_by_length)):
-                if index < skip:
+                if index < run.skip:
                     continue
-                if step >= total:
+                if run.step >= run.total:
                     break
-                t0 = time.perf_counter()
-                loss = self.replica_.mean(self._accumulate(
-                    self.replica_.shard(batch), ids, targets, step + 1, scaler))
-                if cfg.max_grad_norm:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(self.model_.parameters(), cfg.max_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                seconds = time.perf_counter() - t0
-                row: dict[str, Any] = {
-                    "step": step, "epoch": step / per_epoch, "loss": loss,
-                    "lr": scheduler.get_last_lr()[0], "samples_per_s": len(batch) / seconds,
-                    "micro_batch": self.micro_batch_size_,
-                    "seconds": time.perf_counter() - started,
-                }
-                stop = False
-                if eval_df is not None and len(eval_df) and (
-                        step % eval_every == 0 or step == total):
-                    row.update(self._eval_metrics(eval_df))
-                    stop = self._should_stop(row)
+                row = self._optimizer_step(batch, ids, targets, run, optimizer, scheduler,
+                                           scaler)
+                stop = self._evaluate_step(row, eval_df, run)
                 self._rows.append(row)
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and \
-                        self.replica_.is_main:
-                    self._last_checkpoint = checkpoints.save(
-                        cfg.checkpoint_dir, self.model_, optimizer, scheduler, {
-                            "step": step, "batch_index": index + 1, "epoch_rng": epoch_rng,
-                            "config": dataclasses.asdict(cfg), "data": fingerprint,
-                            "labels": [str(x) for x in self.labels_], "history": self._rows},
-                        keep=cfg.keep_checkpoints)
-                events.publish("train.step", trainer=self, total_steps=total, **row)
+                self._checkpoint(run, index, optimizer, scheduler)
+                events.publish("train.step", trainer=self, total_steps=run.total, **row)
                 yield row
-                if stop:
-                    total = step  # leaves both loops
-                    events.publish("train.early_stop", trainer=self, step=step,
-                                   metric=cfg.early_stopping, best=self.best_score_)
-                elif self._stop_requested:
-                    total = step
-                    events.publish("train.stopped", trainer=self, step=step)
-            skip = 0
+                self._end_if_asked(run, stop)
+            run.skip = 0
         self.model_.eval()
         self._training = False
-        events.publish("train.end", trainer=self, steps=step)
+        events.publish("train.end", trainer=self, steps=run.step)
+
+    def _training_data(self, train_df: pd.DataFrame) -> tuple[list[list[int]], list[Any]]:
+        """Token ids and targets (a label id per text, or a label id per sub-token)."""
+        cfg = self.config
+        label_index = {label: i for i, label in enumerate(self.labels_)}
+        if self._tokens:
+            enc = ner.encode(self.tokenizer_, train_df[cfg.tokens_column], cfg.max_length)
+            return enc["input_ids"], ner.align(enc, list(train_df[cfg.tags_column]),
+                                               label_index, cfg.label_all_subtokens)
+        return (self._encode(train_df[cfg.text_column]),
+                [label_index[v] for v in train_df[cfg.label_column]])
+
+    def _restore(self, resume: Path, run: _RunState, rng: np.random.Generator,
+                 optimizer, scheduler) -> None:
+        """Weights, optimizer, schedule, RNG and data position from a checkpoint version."""
+        state = checkpoints.read_state(resume)
+        checkpoints.restore(resume, self.model_, optimizer, scheduler)
+        checkpoints.restore_rng(rng, state)
+        run.step, run.skip, self._rows = state["step"], state["batch_index"], state["history"]
+        self._last_checkpoint = resume
+
+    def _checkpoint(self, run: _RunState, index: int, optimizer, scheduler) -> None:
+        """Every ``checkpoint_every`` steps, on the main process: a new version on disk."""
+        cfg = self.config
+        if not cfg.checkpoint_every or run.step % cfg.checkpoint_every or \
+                not self.replica_.is_main:
+            return
+        self._last_checkpoint = checkpoints.save(
+            cfg.checkpoint_dir, self.model_, optimizer, scheduler, {
+                "step": run.step, "batch_index": index + 1, "epoch_rng": run.epoch_rng,
+                "config": dataclasses.asdict(cfg), "data": run.fingerprint,
+                "labels": [str(x) for x in self.labels_], "history": self._rows},
+            keep=cfg.keep_checkpoints)
+
+    def _end_if_asked(self, run: _RunState, stop: bool) -> None:
+        """Early stopping or a stop() request ends the run after the step just yielded."""
+        if stop:
+            run.total = run.step  # leaves both loops
+            events.publish("train.early_stop", trainer=self, step=run.step,
+                           metric=self.config.early_stopping, best=self.best_score_)
+        elif self._stop_requested:
+            run.total = run.step
+            events.publish("train.stopped", trainer=self, step=run.step)

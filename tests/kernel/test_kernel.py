@@ -18,6 +18,7 @@ from llmos_lab.errors import (
     ColumnTypeError,
     ConfigError,
     MemoryBudgetError,
+    ModelStateError,
     TaskError,
     UnknownNameError,
 )
@@ -59,7 +60,7 @@ def tiny_bytes(tiny_model):
 
 def test_bytes_are_measured_from_the_model(tiny_kernel):
     row = tiny_kernel.ps().set_index("name").loc["a"]
-    assert row["bytes"] == param_bytes(tiny_kernel._models["a"].model)
+    assert row["bytes"] == param_bytes(tiny_kernel.record("a").model)
     assert row["state"] == "resident" and row["kind"] == "sequence-classification"
     mem = tiny_kernel.memory()
     assert mem["used"] == row["bytes"]
@@ -117,7 +118,7 @@ def test_pinned_models_never_move_and_the_error_names_them(tiny_model, tiny_byte
     assert "missing" in str(err.value)
     assert list(k.ps()["name"]) == ["a", "b"]
     assert set(k.ps()["state"]) == {"resident"}
-    with pytest.raises(MemoryBudgetError, match="pinned"):
+    with pytest.raises(ModelStateError, match="pinned"):
         k.evict("a")
     k.unpin("b")
     k.load("tiny-bert", name="c", task="sequence-classification", num_labels=2)
@@ -129,8 +130,8 @@ def test_clean_models_are_dropped_dirty_ones_written_once(tiny_model, tmp_path):
     saved = tmp_path / "classifier"
     k = kernel(swap_dir=tmp_path / "swap")
     k.load("tiny-bert", name="dirty", task="sequence-classification", num_labels=2)
-    k._models["dirty"].model.save_pretrained(saved)
-    k._models["dirty"].tokenizer.save_pretrained(saved)
+    k.record("dirty").model.save_pretrained(saved)
+    k.record("dirty").tokenizer.save_pretrained(saved)
     k.load(str(saved), name="clean", task="sequence-classification")
     k.evict("clean")
     assert not (tmp_path / "swap").exists() or not list((tmp_path / "swap").iterdir())
@@ -172,7 +173,7 @@ def test_evicting_and_unloading_give_memory_back(tmp_path):
 
 def perturb(k: lab.ModelKernel, model: str, adapter: str, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
-    for name, p in k._models[model].model.named_parameters():
+    for name, p in k.record(model).model.named_parameters():
         if f".{adapter}." in name and "lora_B" in name:
             p.data = torch.randn(p.shape, generator=gen) * 0.5
 
@@ -187,7 +188,7 @@ def test_adapters_switch_without_reloading_and_are_accounted(tiny_kernel):
     row = tiny_kernel.ps().loc[0]
     assert row["adapters"] == ["x", "y"]
     assert row["bytes"] == base_bytes
-    model = tiny_kernel._models["a"].model
+    model = tiny_kernel.record("a").model
     expected = sum(p.numel() * p.element_size() for n, p in model.named_parameters()
                    if ".x." in n or ".y." in n)
     assert row["adapter_bytes"] == expected > 0
@@ -208,11 +209,11 @@ def test_adapter_from_a_saved_folder(tiny_kernel, tmp_path):
     tiny_kernel.add_adapter("a", "src", {"r": 4})
     perturb(tiny_kernel, "a", "src", 3)
     expected = tiny_kernel.infer("a", TEXTS, adapter="src")
-    tiny_kernel._models["a"].model.save_pretrained(tmp_path / "saved", selected_adapters=["src"])
+    tiny_kernel.record("a").model.save_pretrained(tmp_path / "saved", selected_adapters=["src"])
     other = kernel()
     other.load("tiny-bert", name="b", task="sequence-classification", labels=["neg", "pos"])
     with torch.no_grad():  # same head as "a", so only the adapter differs
-        other._models["b"].model.load_state_dict(tiny_kernel._models["a"].model
+        other.record("b").model.load_state_dict(tiny_kernel.record("a").model
                                                  .get_base_model().state_dict(), strict=False)
     other.add_adapter("b", "copy", tmp_path / "saved" / "src")
     got = other.infer("b", TEXTS, adapter="copy")
@@ -227,6 +228,12 @@ def test_adapter_errors_name_model_and_adapters(tiny_kernel, tmp_path):
         tiny_kernel.infer("a", TEXTS, adapter="z")
     with pytest.raises(AdapterError, match="not a saved adapter"):
         tiny_kernel.add_adapter("a", "w", tmp_path)
+    with pytest.raises(AdapterError, match="cannot add adapter 'v' to 'a'"):
+        tiny_kernel.add_adapter("a", "v", {"target_modules": ["no_such_layer"]})
+    with pytest.raises(AdapterError, match="expected a path, a PEFT config or a dict"):
+        tiny_kernel.add_adapter("a", "u", 42)
+    assert tiny_kernel.ps().set_index("name").loc["a", "adapters"] == ["x"]
+    assert len(tiny_kernel.infer("a", TEXTS, adapter="x")) == len(TEXTS)
     tiny_kernel.load("tiny-bert", name="q", task="sequence-classification", num_labels=2,
                      quantize="int8")
     with pytest.raises(AdapterError, match="'q' is int8-quantized"):
@@ -282,12 +289,15 @@ def test_tasks_a_model_cannot_do(tiny_kernel):
 def test_bad_input_is_named(tiny_kernel):
     with pytest.raises(ColumnTypeError, match=r"items \[1\]"):
         tiny_kernel.infer("a", ["fine", 3])
-    with pytest.raises(ConfigError, match="name='a'"):
+    with pytest.raises(ModelStateError, match="named 'a' is already loaded"):
         tiny_kernel.load("tiny-bert", name="a", task="sequence-classification", num_labels=2)
     with pytest.raises(ConfigError, match="quantize"):
         tiny_kernel.load("tiny-bert", name="b", task="sequence-classification", quantize="int4")
     with pytest.raises(UnknownNameError, match="minilm"):
         tiny_kernel.load("no-such-model", name="b")
+    assert tiny_kernel.record("a").name == "a" and tiny_kernel.record("a").model is not None
+    with pytest.raises(UnknownNameError, match="unknown loaded model 'b'"):
+        tiny_kernel.record("b")
     with pytest.raises(UnknownNameError, match=r"unknown loaded model 'zz'; .*: a"):
         tiny_kernel.pin("zz")
     with pytest.raises(UnknownNameError):
@@ -303,7 +313,7 @@ def test_int8_quantization_shrinks_linear_layers(tiny_kernel):
     tiny_kernel.load("minilm", name="i8", task="sequence-classification", num_labels=3,
                      quantize="int8")
     table = tiny_kernel.ps().set_index("name")
-    linear = sum(m.weight.numel() * 4 for m in tiny_kernel._models["f32"].model.modules()
+    linear = sum(m.weight.numel() * 4 for m in tiny_kernel.record("f32").model.modules()
                  if isinstance(m, torch.nn.Linear))
     saved = table.loc["f32", "bytes"] - table.loc["i8", "bytes"]
     assert 0.7 * linear < saved < linear  # int8 weights: a quarter of the float32 bytes

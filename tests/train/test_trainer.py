@@ -162,7 +162,9 @@ def test_training_publishes_events(tiny_model, train_df):
 
 
 def test_plot_draws_loss_and_eval_curves(fitted):
-    ax = fitted.plot()
+    display = fitted.plot()
+    ax = display.ax_
+    assert display.figure_ is ax.figure
     assert len(ax.lines) == 2
     assert any(line.get_label() == "eval_accuracy" for other in ax.figure.axes
                for line in other.lines)
