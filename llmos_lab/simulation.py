@@ -256,12 +256,7 @@ def _simulate_sharing(tasks: list[_Sim], policy: str, capacity: int | None,
         if not active:
             now = order[nxt].submitted
             continue
-        want = np.array([[t.memory, t.compute, 0.0] for t in active])
-        cap = np.array([float(capacity if capacity is not None else want[:, 0].sum()),
-                        compute, 0.0])
-        grant = fn(cap, want, np.array([t.weight for t in active]),
-                   np.array([t.priority for t in active]))[:, 1]
-        rate = np.where(want[:, 1] > 0, grant / np.where(want[:, 1] > 0, want[:, 1], 1), 1.0)
+        grant, rate = _rates(fn, active, capacity, compute)
         left = np.array([work[t.id] for t in active])
         with np.errstate(divide="ignore"):
             finish = np.where(rate > 0, left / rate, np.inf)
@@ -291,6 +286,19 @@ def _simulate_sharing(tasks: list[_Sim], policy: str, capacity: int | None,
     total = sum(t.busy for t in tasks) or 1.0
     entitled = {t.id: t.busy / total for t in tasks}  # what the policy granted, over the run
     return SimulationResult(policy, timeline, _metrics(tasks, entitled), "allocate")
+
+
+def _rates(fn: Any, active: list[_Sim], capacity: int | None, compute: float
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Each active task's compute grant under the policy ``fn``, and the speed that gives
+    it (grant / its compute demand; a task demanding no compute runs at full speed)."""
+    want = np.array([[t.memory, t.compute, 0.0] for t in active])
+    cap = np.array([float(capacity if capacity is not None else want[:, 0].sum()),
+                    compute, 0.0])
+    grant = fn(cap, want, np.array([t.weight for t in active]),
+               np.array([t.priority for t in active]))[:, 1]
+    rate = np.where(want[:, 1] > 0, grant / np.where(want[:, 1] > 0, want[:, 1], 1), 1.0)
+    return grant, rate
 
 
 def compare(trace: pd.DataFrame, policies: list[str] | None = None, **kw: Any) -> pd.DataFrame:

@@ -189,3 +189,18 @@ def test_notebooks_are_committed_without_outputs_and_have_parameters():
         assert all(not c.outputs and c.execution_count is None for c in code), path.name
         assert any("parameters" in c.metadata.get("tags", []) for c in code), path.name
         assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+MAX_FUNCTION_LINES = 55  # "~50": a screenful; longer ones say why in their docstring
+
+
+def test_functions_fit_on_a_screen():
+    long = []
+    for path in [*PACKAGE.rglob("*.py"), *(ROOT / "widgets").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                doc = ast.get_docstring(node) or ""
+                if n > MAX_FUNCTION_LINES and "long because" not in doc:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({n})")
+    assert not long, long
