@@ -83,7 +83,7 @@ def write_folder(target: str | os.PathLike, writer: Callable[[str], Any], *,
         raise OutputError(target, f"cannot create the folder {str(parent)!r} for "
                           f"{str(target)!r}: {exc.strerror or exc}") from exc
     clean_stale(parent, target.name)
-    tmp = parent / f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = temporary_name(parent / target.name)
     try:
         try:
             tmp.mkdir()
@@ -98,12 +98,29 @@ def write_folder(target: str | os.PathLike, writer: Callable[[str], Any], *,
     return target
 
 
+def temporary_name(path: str | os.PathLike, suffix: str = "") -> Path:
+    """A hidden sibling of ``path`` tagged with this process's pid (``.NAME.tmp-PID-*``):
+    whatever a killed writer leaves under it, :func:`clean_stale` removes. ``suffix`` keeps
+    an extension a third-party writer insists on (papermill's ``.ipynb``)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+
+
+def move(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Rename ``src`` over ``dst`` in one step (readers see the old file or the new one)."""
+    try:
+        os.replace(src, dst)
+    except OSError as exc:
+        raise OutputError(dst, f"cannot write {str(dst)!r}: {exc.strerror or exc}") from exc
+    return Path(dst)
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     """Open a temporary sibling of ``path`` for writing; on success it is renamed to ``path``
     (readers see the old file or the new one, never half of one)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp = temporary_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         enc = None if "b" in mode else "utf-8"

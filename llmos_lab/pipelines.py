@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import _io
 from .errors import NotebookError, NotebookExecutionError, OutputError, ParameterError
 
 RECORD_MIME = "application/vnd.llmos-lab.record+json"
@@ -116,7 +117,8 @@ def run(notebook: str | os.PathLike, params: dict[str, Any] | None = None,
     params = coerce_parameters(path, dict(params or {}))
     final = _output_path(path, output_dir, output_name)
     failed = final.with_name(f"{final.stem}.failed.ipynb")
-    partial = final.with_name(f".{final.stem}.partial-{os.getpid()}.ipynb")
+    _io.clean_stale(final.parent, final.name)  # what a killed run of this notebook left
+    partial = _io.temporary_name(final, ".ipynb")
     manager, watched = _watched_kernel_manager()
     started = time.perf_counter()
     try:
@@ -128,13 +130,13 @@ def run(notebook: str | os.PathLike, params: dict[str, Any] | None = None,
         cause = _failure(exc, partial, watched, timeout)
         if not partial.exists():
             raise NotebookExecutionError(str(path), "(nothing was written)", cause) from exc
-        os.replace(partial, failed)
+        _io.move(partial, failed)
         raise NotebookExecutionError(str(path), str(failed), cause) from exc
     except BaseException:  # Ctrl-C: no partial file left behind
         with contextlib.suppress(OSError):
             partial.unlink()
         raise
-    os.replace(partial, final)
+    _io.move(partial, final)
     with contextlib.suppress(OSError):
         failed.unlink()  # an earlier failure of this run is stale now
     return RunResult(path, final, params, read_records(final), time.perf_counter() - started)

@@ -54,6 +54,21 @@ def test_run_passes_parameters_and_collects_records(notebook, tmp_path):
     assert result.parameters == {"x": 3, "label": "b"}
 
 
+def test_a_killed_run_leaves_nothing_the_next_run_keeps(notebook, tmp_path):
+    """The partial notebook of a run whose process died is removed by the next run there."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    out = tmp_path / "runs"
+    out.mkdir()
+    stale = out / f".square.ipynb.tmp-{dead}-0000.ipynb"
+    stale.write_text("{half a notebook")
+    pipelines.run(notebook, {"x": 2}, out)
+    assert [p.name for p in out.iterdir()] == ["square.ipynb"]
+
+
 def test_string_values_are_converted_to_the_declared_type(notebook, tmp_path):
     result = pipelines.run(notebook, {"x": "4", "scale": "0.5", "flag": "true"}, tmp_path)
     assert result.records["square"] == 8.0
