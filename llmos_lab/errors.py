@@ -103,10 +103,14 @@ class ParameterError(LlmosError, ValueError):
 
 
 class NotebookExecutionError(LlmosError, RuntimeError):
-    """A notebook run failed; the executed notebook is kept for inspection."""
+    """A notebook run failed; the executed notebook is kept for inspection. ``kind`` is
+    "error" (a cell raised), "timeout" (a cell ran past the limit) or "dead" (the kernel
+    process died: a signal, an OOM kill); ``cell`` and ``source`` say where."""
 
-    def __init__(self, notebook: str, output: str, cause: str):
-        self.notebook, self.output = notebook, output
+    def __init__(self, notebook: str, output: str, cause: str, *, kind: str = "error",
+                 cell: int | None = None, source: str | None = None):
+        self.notebook, self.output, self.cause = notebook, output, cause
+        self.kind, self.cell, self.source = kind, cell, source
         super().__init__(f"{notebook} failed: {cause}\nexecuted notebook kept at {output}")
 
 
@@ -188,6 +192,22 @@ class RayStepError(LlmosError, RuntimeError):
 
 class EventError(LlmosError, TypeError):
     """A published payload that does not match its topic's declaration in events.TOPICS."""
+
+
+class SuiteError(LlmosError, ValueError):
+    """A nightly suite file that cannot run: names the file, the line, the run and the key."""
+
+    def __init__(self, file: str, message: str, *, line: int | None = None,
+                 run: str | None = None, key: str | None = None):
+        self.file, self.line, self.run, self.key = file, line, run, key
+        where = [file] + ([f"line {line}"] if line else []) + ([f"run {run}"] if run else []) \
+            + ([f"key {key!r}"] if key else [])
+        super().__init__(f"{', '.join(where)}: {message}")
+
+
+class ResultsError(LlmosError, ValueError):
+    """A results database that cannot be used (not SQLite, someone else's schema); the file
+    is left untouched."""
 
 
 class SimulationError(LlmosError, RuntimeError):

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import signal
+import threading
 import time
 import warnings
 from collections.abc import Mapping
@@ -23,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _io
-from .errors import NotebookError, NotebookExecutionError, OutputError, ParameterError
+from .. import _io
+from ..errors import NotebookError, NotebookExecutionError, OutputError, ParameterError
 
 RECORD_MIME = "application/vnd.llmos-lab.record+json"
 _records: dict[str, Any] = {}
@@ -79,6 +80,8 @@ class RunResult:
     parameters: dict[str, Any]
     records: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    peak_memory: int | None = None  # bytes: the kernel process's largest RSS, sampled
+    cell_seconds: list[float] = field(default_factory=list)  # papermill's per-cell durations
 
     def __repr__(self) -> str:
         recs = ", ".join(f"{k}={v!r}" for k, v in self.records.items())
@@ -95,13 +98,16 @@ def parameters(notebook: str | os.PathLike) -> dict[str, dict[str, Any]]:
 
 def run(notebook: str | os.PathLike, params: dict[str, Any] | None = None,
         output_dir: str | os.PathLike = "runs", *, output_name: str | None = None,
-        progress: bool = False, timeout: float | None = None) -> RunResult:
+        progress: bool = False, timeout: float | None = None,
+        deadline: float | None = None) -> RunResult:
     """Execute ``notebook`` with ``params`` and return what it recorded.
 
     Everything is checked before a kernel starts: the notebook (a readable .ipynb), the
     parameters (declared by the notebook, values of the declared type; strings from the
     command line are converted), the output folder (writable, not a file) and the output name
     (a file name that does not replace the source notebook). ``timeout`` is seconds per cell.
+    ``deadline`` is seconds for the whole run: past it the kernel is killed and the run
+    fails as a timeout (a nightly suite uses it so that no run can hang the night).
     A failed run (an exception in a cell, a cell timeout, a dead kernel) raises
     :class:`NotebookExecutionError` naming the cell and keeps ``NAME.failed.ipynb``.
     """
@@ -121,17 +127,20 @@ def run(notebook: str | os.PathLike, params: dict[str, Any] | None = None,
     partial = _io.temporary_name(final, ".ipynb")
     manager, watched = _watched_kernel_manager()
     started = time.perf_counter()
+    sampler = _PeakMemory(watched, deadline=deadline)
     try:
-        papermill.execute_notebook(
-            str(path), str(partial), parameters=params, cwd=str(path.parent),
-            progress_bar=progress, execution_timeout=timeout, kernel_manager_class=manager,
-        )
+        with sampler:
+            papermill.execute_notebook(
+                str(path), str(partial), parameters=params, cwd=str(path.parent),
+                progress_bar=progress, execution_timeout=timeout, kernel_manager_class=manager,
+            )
     except Exception as exc:
-        cause = _failure(exc, partial, watched, timeout)
-        if not partial.exists():
-            raise NotebookExecutionError(str(path), "(nothing was written)", cause) from exc
-        _io.move(partial, failed)
-        raise NotebookExecutionError(str(path), str(failed), cause) from exc
+        kind, cell, source, cause = _failure(exc, partial, watched, timeout)
+        kept = "(nothing was written)"
+        if partial.exists():
+            kept = str(_io.move(partial, failed))
+        raise NotebookExecutionError(str(path), kept, cause, kind=kind, cell=cell,
+                                     source=source) from exc
     except BaseException:  # Ctrl-C: no partial file left behind
         with contextlib.suppress(OSError):
             partial.unlink()
@@ -139,7 +148,8 @@ def run(notebook: str | os.PathLike, params: dict[str, Any] | None = None,
     _io.move(partial, final)
     with contextlib.suppress(OSError):
         failed.unlink()  # an earlier failure of this run is stale now
-    return RunResult(path, final, params, read_records(final), time.perf_counter() - started)
+    return RunResult(path, final, params, read_records(final), time.perf_counter() - started,
+                     sampler.peak, cell_seconds(final))
 
 
 def _output_path(source: Path, output_dir: str | os.PathLike, name: str | None) -> Path:
@@ -168,12 +178,19 @@ def _output_path(source: Path, output_dir: str | os.PathLike, name: str | None) 
 
 
 def _watched_kernel_manager():
-    """A kernel manager class that notes how its kernel process ended (its signal)."""
+    """A kernel manager class that notes its kernel's pid and how the process ended."""
     from jupyter_client import AsyncKernelManager
 
     watched: dict[str, Any] = {}
 
     class Watched(AsyncKernelManager):
+        async def _async_post_start_kernel(self, **kw: Any) -> None:
+            await super()._async_post_start_kernel(**kw)
+            process = getattr(self.provisioner, "process", None)
+            watched["pid"] = getattr(process, "pid", None)
+
+        post_start_kernel = _async_post_start_kernel
+
         async def _async_is_alive(self) -> bool:
             alive = await super()._async_is_alive()
             process = getattr(self.provisioner, "process", None)
@@ -186,38 +203,89 @@ def _watched_kernel_manager():
     return Watched, watched
 
 
+class _PeakMemory:
+    """Samples the kernel process's RSS (and its children's) on a thread while a run goes."""
+
+    def __init__(self, watched: dict[str, Any], every: float = 0.1,
+                 deadline: float | None = None):
+        self.watched, self.every, self.peak, self.deadline = watched, every, None, deadline
+        self._done = threading.Event()
+        self._started = time.monotonic()
+
+    def __enter__(self) -> _PeakMemory:
+        self._thread = threading.Thread(target=self._sample, daemon=True, name="peak-memory")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        import psutil
+
+        while True:
+            pid = self.watched.get("pid")
+            if pid is not None:
+                with contextlib.suppress(psutil.Error):
+                    proc = psutil.Process(pid)
+                    rss = proc.memory_info().rss + sum(
+                        c.memory_info().rss for c in proc.children(recursive=True))
+                    self.peak = max(self.peak or 0, rss)
+                    if self.deadline is not None and \
+                            time.monotonic() - self._started > self.deadline:
+                        self.watched["deadline"] = self.deadline
+                        proc.kill()  # nbclient sees a dead kernel; _failure says why
+            if self._done.wait(self.every):
+                return
+
+
 def _failure(exc: BaseException, partial: Path, watched: dict[str, Any],
-             timeout: float | None) -> str:
-    """What went wrong, in one line, with the cell it happened in."""
+             timeout: float | None) -> tuple[str, int | None, str | None, str]:
+    """(kind, cell index, the cell's first source line, one line of what went wrong)."""
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
+    index, source = _running_cell(partial)
+    where = "start-up" if index is None else \
+        f"cell {index} ({source[:60]!r})" if source else f"cell {index}"
     if isinstance(exc, PapermillExecutionError):
-        return f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
-    where = _running_cell(partial)
+        return "error", index, source, f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
     if isinstance(exc, CellTimeoutError):
-        return f"{where} timed out after {timeout:g} s (timeout per cell)"
+        return "timeout", index, source, f"{where} timed out after {timeout:g} s (timeout " \
+            f"per cell)"
+    if isinstance(exc, DeadKernelError) and "deadline" in watched:
+        return "timeout", index, source, f"the run passed its time limit of " \
+            f"{watched['deadline']:g} s during {where}; the kernel was stopped"
     if isinstance(exc, DeadKernelError):
         code = watched.get("returncode")
         how = f"killed by {signal.Signals(-code).name}" if isinstance(code, int) and code < 0 \
             else f"exit status {code}" if code is not None else "it stopped answering"
         hint = " (out of memory?)" if code == -signal.SIGKILL else ""
-        return f"the kernel died during {where}: {how}{hint}"
-    return f"{where}: {type(exc).__name__}: {exc}"
+        return "dead", index, source, f"the kernel died during {where}: {how}{hint}"
+    return "error", index, source, f"{where}: {type(exc).__name__}: {exc}"
 
 
-def _running_cell(partial: Path) -> str:
+def _running_cell(partial: Path) -> tuple[int | None, str | None]:
+    """The last cell that began (the one that never ended), and its first source line."""
     try:
         nb = json.loads(partial.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return "start-up"
+        return None, None
     started = [(i, c) for i, c in enumerate(nb.get("cells", []))
                if c.get("metadata", {}).get("papermill", {}).get("start_time")]
     if not started:
-        return "start-up"
-    index, cell = started[-1]  # the last cell that began is the one that never ended
+        return None, None
+    index, cell = started[-1]
     source = "".join(cell.get("source", "")).strip().splitlines()
-    return f"cell {index} ({source[0][:60]!r})" if source else f"cell {index}"
+    return index, (source[0] if source else None)
+
+
+def cell_seconds(executed: str | os.PathLike) -> list[float]:
+    """papermill's duration of every code cell of an executed notebook (None: not run)."""
+    nb = json.loads(Path(executed).read_text(encoding="utf-8"))
+    return [c.get("metadata", {}).get("papermill", {}).get("duration")
+            for c in nb.get("cells", []) if c.get("cell_type") == "code"]
 
 
 def read_records(executed: str | os.PathLike) -> dict[str, Any]:
