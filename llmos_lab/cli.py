@@ -51,7 +51,7 @@ def _assets_check(args: argparse.Namespace) -> int:
 # ``llmos-lab bench NAME`` runs benchmarks/<module>.py from the source checkout (they are not
 # installed with the package).
 BENCHMARKS: Registry[str] = Registry("benchmark")
-for _name in ("kernel", "scheduler", "trainer", "widgets"):
+for _name in ("kernel", "pipelines", "scheduler", "trainer", "widgets"):
     BENCHMARKS.register(_name, f"bench_{_name}")
 del _name
 
@@ -77,6 +77,120 @@ def _bench(args: argparse.Namespace) -> int:
         [str(root), *filter(None, [os.environ.get("PYTHONPATH")])])}
     sys.stdout.flush()
     return subprocess.call([sys.executable, "-m", module, *args.args], env=env)
+
+
+NIGHTLY_EXIT = """exit status: 0 every run passed and no gated metric got worse; 1 a gated metric
+regressed (beyond its tolerance, with the seed repeats' 95% interval excluding no change);
+2 a run failed (a cell raised, the kernel died, a time limit passed) or an error; 3 the
+suite file is invalid (nothing ran)."""
+
+
+def _nightly(args: argparse.Namespace) -> int:
+    from .pipelines import load_suite, run_suite
+
+    suite = load_suite(args.suite)
+    if args.dry_run:
+        table = suite.table()
+        print(f"suite {suite.name!r}: {len(table)} runs")
+        print(table.to_string(index=False))
+        return 0
+    baseline = None if args.baseline == "none" else args.baseline
+    night = run_suite(suite, args.db, jobs=args.jobs, memory=args.memory,
+                      backend=args.backend, baseline=baseline, resume=args.resume,
+                      output_dir=args.output_dir)
+    return night.exit_code
+
+
+def _results(args: argparse.Namespace) -> int:
+    from .pipelines.database import ResultsDB
+
+    store = ResultsDB(args.db, create=False)
+    night = args.night or store.latest_night(args.suite)
+    if night is None:
+        print("no nights in the results database yet")
+        return 0
+    runs = store.runs(night)
+    metrics = store.metrics(night).pivot_table(index="run_id", columns="metric",
+                                               values="value", aggfunc="first")
+    table = runs.set_index("run_id")[["status", "attempts", "seconds", "reason"]].join(metrics)
+    print(f"night {night}:")
+    print(table.to_string())
+    return 0
+
+
+def _baseline_save(args: argparse.Namespace) -> int:
+    from .pipelines.database import ResultsDB
+
+    store = ResultsDB(args.db, create=False)
+    suite = args.suite or _only_suite(store)
+    night = store.save_baseline(args.name, suite, args.night)
+    print(f"baseline {args.name!r} of suite {suite!r}: the metrics of night {night}")
+    return 0
+
+
+def _only_suite(store) -> str:
+    from .errors import ConfigError
+
+    suites = sorted(set(store.nights()["suite"]))
+    if len(suites) != 1:
+        raise ConfigError("--suite", None, f"one of the suites in the database: "
+                          f"{', '.join(suites) or '(none)'}")
+    return suites[0]
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .pipelines.report import write_report
+
+    paths = write_report(args.db, args.output, night=args.night)
+    print("wrote " + " and ".join(str(p) for p in paths))
+    return 0
+
+
+def _add_nightly(sub) -> None:
+    from .pipelines.database import DEFAULT_DB
+
+    nightly = sub.add_parser(
+        "nightly", help="run a suite of notebooks into the results database, gated",
+        description="Expand a suite file's grid and seeds, run every notebook (admitted "
+                    "against --memory, -j at a time), record every run in the results "
+                    "database, compare gated metrics with a baseline and write the report.",
+        epilog=NIGHTLY_EXIT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    nightly.add_argument("suite", help="the suite file (YAML)")
+    nightly.add_argument("--db", default=str(DEFAULT_DB), help="results database (SQLite)")
+    nightly.add_argument("-j", "--jobs", type=int, default=None,
+                         help="runs at a time (default: CPU count)")
+    nightly.add_argument("--memory", default=None,
+                         help="memory budget for runs, e.g. 8GiB (default: what is free)")
+    nightly.add_argument("--backend", default="local", choices=["local", "ray"])
+    nightly.add_argument("--baseline", default="last",
+                         help="'last' (the last passing night), a saved name, or 'none'")
+    nightly.add_argument("--resume", action="store_true",
+                         help="continue the last unfinished night: finished runs are kept")
+    nightly.add_argument("-o", "--output-dir", default=None,
+                         help="folder for executed notebooks (default: beside the db)")
+    nightly.add_argument("--dry-run", action="store_true", help="list the expanded runs")
+    nightly.set_defaults(func=_nightly)
+
+    results = sub.add_parser("results", help="print a night's runs and metrics")
+    results.add_argument("--db", default=str(DEFAULT_DB))
+    results.add_argument("--suite", default=None)
+    results.add_argument("--night", type=int, default=None, help="default: the latest")
+    results.set_defaults(func=_results)
+
+    baseline = sub.add_parser("baseline", help="freeze a night's metrics under a name")
+    bsub = baseline.add_subparsers(dest="action", required=True, metavar="ACTION")
+    save = bsub.add_parser("save", help="save the latest finished night as baseline NAME")
+    save.add_argument("name")
+    save.add_argument("--db", default=str(DEFAULT_DB))
+    save.add_argument("--suite", default=None, help="needed when the db has several")
+    save.add_argument("--night", type=int, default=None)
+    save.set_defaults(func=_baseline_save)
+
+    report = sub.add_parser("report", help="write the HTML (and .md) report of a night")
+    report.add_argument("--db", default=str(DEFAULT_DB))
+    report.add_argument("-o", "--output", default="report.html")
+    report.add_argument("--night", type=int, default=None)
+    report.set_defaults(func=_report)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,13 +226,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", metavar="NAME", help="one of: " + ", ".join(BENCHMARKS))
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
     bench.set_defaults(func=_bench)
+    _add_nightly(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .errors import SuiteError
+
     try:
         return args.func(args)
+    except SuiteError as exc:
+        print(f"llmos-lab: invalid suite: {exc}", file=sys.stderr)
+        return 3
     except LlmosError as exc:
         print(f"llmos-lab: error: {exc}", file=sys.stderr)
         return 2

@@ -156,7 +156,8 @@ def _failures(runs: pd.DataFrame) -> str:
 
 def _slowest_cells(runs: pd.DataFrame, n: int = 10) -> str:
     cells = [(r.run_id, i, s) for r in runs.itertuples()
-             for i, s in enumerate(json.loads(r.cell_seconds or "[]")) if s is not None]
+             for i, s in enumerate(json.loads(r.cell_seconds) if isinstance(r.cell_seconds, str)
+                                   else []) if s is not None]
     if not cells:
         return ""
     cells.sort(key=lambda c: -c[2])

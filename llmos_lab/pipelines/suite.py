@@ -86,7 +86,8 @@ class Suite:
         import pandas as pd
 
         return pd.DataFrame([{"run_id": r.run_id, "notebook": r.notebook.name,
-                              "params": json.dumps(r.params, sort_keys=True), "seed": r.seed,
+                              "params": json.dumps(r.params, sort_keys=True),
+                              "seed": "" if r.seed is None else r.seed,
                               "memory": r.memory, "timeout": r.timeout, "retries": r.retries,
                               "gates": ", ".join(g.metric for g in r.gates)}
                              for r in self.runs])
