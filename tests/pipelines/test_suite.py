@@ -80,7 +80,7 @@ def test_each_error_names_file_line_run_and_key(folder, change, line, key, words
 
 
 def test_not_yaml_and_not_a_file(folder):
-    with pytest.raises(SuiteError, match="line 2.*not valid YAML"):
+    with pytest.raises(SuiteError, match=r"line 2.*not valid YAML"):
         load_suite(write(folder, "suite: x\nruns: [a, : b\n"))
     with pytest.raises(SuiteError, match="no such suite file"):
         load_suite(folder / "nope.yaml")
