@@ -9,7 +9,8 @@ mimebundle so notebooks run by papermill stay readable:
 - :class:`SchedulerView` (a Scheduler or SimulationResult, or two): Gantt chart and shares;
 - :class:`TrainingDashboard` (Trainers): live curves, progress, ETA and a Stop button;
 - :class:`ReportView` (ClassificationReports): per-class table, confusion, differences;
-- :class:`KernelMonitor` (a ModelKernel): models by state against the budget, actions.
+- :class:`KernelMonitor` (a ModelKernel): models by state against the budget, actions;
+- :class:`ResultsView` (a results database): a metric over the nights, a night's runs.
 
 Views load on first use, so importing this package stays as light as the core.
 """
@@ -25,6 +26,7 @@ _EXPORTS = {
     "TrainingDashboard": "training",
     "ReportView": "report",
     "KernelMonitor": "kernel",
+    "ResultsView": "results",
 }
 
 __all__ = sorted(_EXPORTS)

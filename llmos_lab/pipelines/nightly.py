@@ -13,6 +13,7 @@ Every finished run is written to the database as it finishes, so ``resume`` afte
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -72,13 +73,30 @@ def run_suite(suite: Suite | str | os.PathLike, db: str | os.PathLike = DEFAULT_
         f"{f' ({len(done)} already finished)' if done else ''}; {jobs} at a time within "
         f"{format_bytes(budget)}; results in {store.path}")
     runner = _RayRunner(out_dir) if backend == "ray" else _LocalRunner(out_dir, jobs, budget)
-    for spec, row, records in runner.run(todo):
-        row.update(night=night, key=spec.key, notebook=str(spec.notebook), seed=spec.seed,
-                   params=spec.params)
-        store.write_run(row, records)
-        log(f"  {row['status']:<8} {spec.run_id}  {row['seconds'] or 0:.1f} s"
-            f"{'  ' + row['reason'] if row.get('reason') else ''}")
+    with _threads_per_kernel(jobs):
+        for spec, row, records in runner.run(todo):
+            row.update(night=night, key=spec.key, notebook=str(spec.notebook),
+                       seed=spec.seed, params=spec.params)
+            store.write_run(row, records)
+            log(f"  {row['status']:<8} {spec.run_id}  {row['seconds'] or 0:.1f} s"
+                f"{'  ' + row['reason'] if row.get('reason') else ''}")
     return _finish(store, suite, night, baseline, runner.peak, report, log)
+
+
+@contextlib.contextmanager
+def _threads_per_kernel(jobs: int):
+    """Kernels inherit OMP_NUM_THREADS = cores / jobs, so ``jobs`` runs share the cores
+    instead of each starting a thread per core (oversubscribed, all of them slower). A value
+    the user set is kept."""
+    key = "OMP_NUM_THREADS"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = str(max(1, (os.cpu_count() or 1) // jobs))
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
 
 
 def _budget(memory: int | str | None) -> int:

@@ -122,17 +122,25 @@ def _charts(store: ResultsDB, suite: str, verdicts: pd.DataFrame) -> str:
             continue
         fig = plots.new_figure(5.5, 2.6, dpi=90)
         ax = fig.subplots()
-        ax.plot(rows["night"], rows["value"], "o", alpha=0.5, color="C0")
-        means = rows.groupby("night")["value"].mean()
-        ax.plot(means.index, means.values, "-", color="C0", label="mean")
-        if not pd.isna(r.baseline):
-            ax.axhspan(r.baseline - r.tolerance, r.baseline + r.tolerance, color="C2",
-                       alpha=0.2, label="baseline ± tolerance")
-        ax.set_title(f"{r.metric} · {r.key}"[:80], fontsize=9, loc="left")
-        ax.set_xlabel("night")
-        ax.legend(fontsize=7, frameon=False)
+        history_chart(ax, rows, f"{r.metric} · {r.key}", r.baseline, r.tolerance)
         images.append(_img(plots.Display(ax)._repr_png_()))
     return "<h2>Over the last nights</h2>" + "".join(images)
+
+
+def history_chart(ax, rows: pd.DataFrame, title: str, baseline: float | None = None,
+                  tolerance: float | None = None, colour: str = "C0") -> None:
+    """One metric over nights: every run's value (dots), each night's mean (line) and the
+    baseline's band. The report and ResultsView both draw with this."""
+    ax.plot(rows["night"], rows["value"], "o", alpha=0.5, color=colour)
+    means = rows.groupby("night")["value"].mean()
+    ax.plot(means.index, means.values, "-", color=colour, label=f"mean {title}"[:60])
+    if baseline is not None and not pd.isna(baseline):
+        width = 0.0 if tolerance is None or pd.isna(tolerance) else tolerance
+        ax.axhspan(baseline - width, baseline + width, color="C2", alpha=0.2,
+                   label="baseline ± tolerance")
+    ax.set_title(title[:80], fontsize=9, loc="left")
+    ax.set_xlabel("night")
+    ax.legend(fontsize=7, frameon=False)
 
 
 def _img(png: bytes) -> str:
