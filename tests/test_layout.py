@@ -49,7 +49,7 @@ GRAPH = {name: imports_of(path) for name, path in MODULES.items()}
 
 
 def test_the_rooms_exist():
-    for room in ("kernel", "train"):
+    for room in ("kernel", "train", "pipelines"):
         assert (PACKAGE / room / "__init__.py").is_file(), room
     assert "llmos_lab.kernel.residency" in MODULES and "llmos_lab.train.trainer" in MODULES
 

@@ -219,7 +219,8 @@ def _expand(entry: Any, index: int, defaults: dict, path: Path, file: str) -> li
                 where = grid if key in grid else params
                 raise SuiteError(file, str(exc), line=_line(where, key) or _line(entry),
                                  run=label, key=key) from None
-            config = " ".join(f"{k}={v!r}" for k, v in sorted(chosen.items()))
+            config = " ".join(f"{k}={v!r}" for k, v in sorted(values.items())
+                              if k != "seed" or seed is None)
             key = f"{entry.get('name') or notebook.stem}" + (f" {config}" if config else "")
             run_id = key + (f" seed={seed}" if seed is not None else "")
             out.append(RunSpec(run_id, key, notebook, values, seed, gates=gates, **opts))
