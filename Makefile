@@ -22,7 +22,7 @@ PYTHON ?= python3
 VENV ?= .venv
 VENV_FLAGS ?=
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev,ray
+EXTRAS ?= dev,ray,mlflow
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.llmos-lab-installed

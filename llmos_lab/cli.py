@@ -97,7 +97,7 @@ def _nightly(args: argparse.Namespace) -> int:
     baseline = None if args.baseline == "none" else args.baseline
     night = run_suite(suite, args.db, jobs=args.jobs, memory=args.memory,
                       backend=args.backend, baseline=baseline, resume=args.resume,
-                      output_dir=args.output_dir)
+                      output_dir=args.output_dir, mlflow=args.mlflow)
     return night.exit_code
 
 
@@ -168,6 +168,8 @@ def _add_nightly(sub) -> None:
                          help="continue the last unfinished night: finished runs are kept")
     nightly.add_argument("-o", "--output-dir", default=None,
                          help="folder for executed notebooks (default: beside the db)")
+    nightly.add_argument("--mlflow", default=None, metavar="URI",
+                         help="also log the runs to this MLflow tracking URI")
     nightly.add_argument("--dry-run", action="store_true", help="list the expanded runs")
     nightly.set_defaults(func=_nightly)
 

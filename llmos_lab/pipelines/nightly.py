@@ -55,9 +55,10 @@ def run_suite(suite: Suite | str | os.PathLike, db: str | os.PathLike = DEFAULT_
               jobs: int | None = None, memory: int | str | None = None,
               backend: str = "local", baseline: str | None = "last", resume: bool = False,
               output_dir: str | os.PathLike | None = None, report: bool = True,
-              log=print) -> Night:
+              mlflow: str | None = None, log=print) -> Night:
     """Run every run of ``suite``, write each to ``db``, gate against ``baseline`` ("last":
-    the last passing night of this suite; a saved name; None: no gate) and write the report."""
+    the last passing night of this suite; a saved name; None: no gate), write the report and,
+    with ``mlflow`` (a tracking URI), log the runs there too."""
     from ..constraints import COUNT, Options, check
 
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
@@ -80,7 +81,12 @@ def run_suite(suite: Suite | str | os.PathLike, db: str | os.PathLike = DEFAULT_
             store.write_run(row, records)
             log(f"  {row['status']:<8} {spec.run_id}  {row['seconds'] or 0:.1f} s"
                 f"{'  ' + row['reason'] if row.get('reason') else ''}")
-    return _finish(store, suite, night, baseline, runner.peak, report, log)
+    result = _finish(store, suite, night, baseline, runner.peak, report, log)
+    if mlflow:
+        from .tracking import log_night
+
+        log(f"logged {log_night(mlflow, store, night)} runs to MLflow at {mlflow}")
+    return result
 
 
 @contextlib.contextmanager

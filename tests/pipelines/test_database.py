@@ -139,3 +139,23 @@ def test_the_report_is_self_contained(tmp_path):
     assert "#fbd5d5" in text and "Slowest cells" in text and "Peak memory" in text
     assert "| k | acc | worse (1 run) |" not in md.read_text()  # two repeats: an interval
     assert "worse" in md.read_text()
+
+
+def test_runs_are_logged_to_mlflow_as_well(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    from llmos_lab.pipelines.tracking import log_night
+
+    db = tmp_path / "r.db"
+    night = fill(db, {"acc": [0.5, 0.6]}, suite="nightly-demo")
+    uri = (tmp_path / "mlruns").as_uri()
+    assert log_night(uri, ResultsDB(db), night) == 2
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # reading a file store, as logged
+    experiment = client.get_experiment_by_name("nightly-demo")
+    runs = client.search_runs([experiment.experiment_id])
+    by_name = {r.info.run_name: r for r in runs}
+    assert set(by_name) == {"k seed=0", "k seed=1"}
+    assert by_name["k seed=1"].data.metrics["acc"] == 0.6
+    assert by_name["k seed=0"].data.params == {"seed": "0"}
+    assert by_name["k seed=0"].data.tags["llmos.status"] == "ok"
+    assert by_name["k seed=0"].info.status == "FINISHED"
