@@ -102,7 +102,7 @@ def _nightly(args: argparse.Namespace) -> int:
 
 
 def _results(args: argparse.Namespace) -> int:
-    from .pipelines.database import ResultsDB
+    from .pipelines import ResultsDB
 
     store = ResultsDB(args.db, create=False)
     night = args.night or store.latest_night(args.suite)
@@ -119,7 +119,7 @@ def _results(args: argparse.Namespace) -> int:
 
 
 def _baseline_save(args: argparse.Namespace) -> int:
-    from .pipelines.database import ResultsDB
+    from .pipelines import ResultsDB
 
     store = ResultsDB(args.db, create=False)
     suite = args.suite or _only_suite(store)
@@ -139,7 +139,7 @@ def _only_suite(store) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .pipelines.report import write_report
+    from .pipelines import write_report
 
     paths = write_report(args.db, args.output, night=args.night)
     print("wrote " + " and ".join(str(p) for p in paths))
@@ -147,7 +147,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _add_nightly(sub) -> None:
-    from .pipelines.database import DEFAULT_DB
+    from .pipelines import DEFAULT_DB
 
     nightly = sub.add_parser(
         "nightly", help="run a suite of notebooks into the results database, gated",

@@ -26,7 +26,8 @@ from .execute import (
     run,
 )
 
-_LAZY = {"results": "database", "ResultsDB": "database", "Suite": "suite",
+_LAZY = {"results": "database", "ResultsDB": "database", "DEFAULT_DB": "database",
+         "Suite": "suite",
          "load_suite": "suite", "run_suite": "nightly", "compare": "gate",
          "write_report": "report"}
 

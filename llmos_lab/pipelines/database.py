@@ -17,11 +17,12 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from ..errors import OutputError, ResultsError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SCHEMA = "llmos-lab-results 1"
 DEFAULT_DB = Path("runs") / "results.db"
@@ -168,6 +169,8 @@ class ResultsDB:
     # ------------------------------------------------------------------ reading
 
     def query(self, sql: str, params: tuple = ()) -> pd.DataFrame:
+        import pandas as pd  # here, so that `llmos-lab --help` does not pay for it
+
         with self._connect() as conn:
             return pd.read_sql_query(sql, conn, params=params)
 
@@ -189,7 +192,7 @@ class ResultsDB:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         row = self.query(f"SELECT MAX(night) AS n FROM nights {where}", tuple(params))
         value = row["n"].iloc[0]
-        return None if pd.isna(value) else int(value)
+        return None if value is None or value != value else int(value)
 
     def runs(self, night: int) -> pd.DataFrame:
         return self.query("SELECT * FROM runs WHERE night=? ORDER BY started", (night,))
