@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from .. import _io, plots
 from ..units import format_bytes
@@ -133,13 +134,14 @@ def history_chart(ax, rows: pd.DataFrame, title: str, baseline: float | None = N
     baseline's band. The report and ResultsView both draw with this."""
     ax.plot(rows["night"], rows["value"], "o", alpha=0.5, color=colour)
     means = rows.groupby("night")["value"].mean()
-    ax.plot(means.index, means.values, "-", color=colour, label=f"mean {title}"[:60])
+    ax.plot(means.index, means.values, "-", color=colour, label="mean")
     if baseline is not None and not pd.isna(baseline):
         width = 0.0 if tolerance is None or pd.isna(tolerance) else tolerance
         ax.axhspan(baseline - width, baseline + width, color="C2", alpha=0.2,
                    label="baseline ± tolerance")
     ax.set_title(title[:80], fontsize=9, loc="left")
     ax.set_xlabel("night")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=7, frameon=False)
 
 
