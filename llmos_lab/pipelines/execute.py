@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import json
 import math
 import os
@@ -89,11 +90,18 @@ class RunResult:
 
 
 def parameters(notebook: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """The parameters a notebook declares in its ``parameters`` cell (papermill's view)."""
+    """The parameters a notebook declares in its ``parameters`` cell (papermill's view).
+    Read once per version of the file: a suite of N runs of one notebook checks it once."""
+    path = _existing(notebook)
+    stat = path.stat()
+    return dict(_inspect(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _inspect(path: str, mtime_ns: int, size: int) -> dict[str, dict[str, Any]]:
     import papermill
 
-    path = _existing(notebook)
-    return papermill.inspect_notebook(str(path))
+    return papermill.inspect_notebook(path)
 
 
 def run(notebook: str | os.PathLike, params: dict[str, Any] | None = None,
@@ -370,14 +378,21 @@ def _existing(notebook: str | os.PathLike) -> Path:
     path = Path(notebook)
     if path.suffix != ".ipynb" or not path.is_file():
         raise ParameterError(f"notebook {str(path)!r} does not exist or is not an .ipynb file")
+    stat = path.stat()
+    _readable(str(path), stat.st_mtime_ns, stat.st_size)
+    return path.resolve()
+
+
+@functools.lru_cache(maxsize=64)
+def _readable(path: str, mtime_ns: int, size: int) -> None:
+    """Raise NotebookError unless nbformat reads the file (checked once per version)."""
     import nbformat
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            nbformat.read(str(path), as_version=4)
+            nbformat.read(path, as_version=4)
     except Exception as exc:  # NotJSONError, ValidationError, AttributeError for a JSON list...
-        raise NotebookError(f"notebook {str(path)!r} cannot be read as a Jupyter notebook: "
+        raise NotebookError(f"notebook {path!r} cannot be read as a Jupyter notebook: "
                             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                             ) from None
-    return path.resolve()

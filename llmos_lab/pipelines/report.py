@@ -15,9 +15,8 @@ import os
 from pathlib import Path
 
 import pandas as pd
-from matplotlib.ticker import MaxNLocator
 
-from .. import _io, plots
+from .. import _io
 from ..units import format_bytes
 from .database import DEFAULT_DB, ResultsDB
 
@@ -114,6 +113,8 @@ def _charts(store: ResultsDB, suite: str, verdicts: pd.DataFrame) -> str:
     """Per gated metric: each night's values (dots) and mean (line) over the last nights."""
     if verdicts.empty:
         return ""
+    from .. import plots  # matplotlib: only for a report with gated metrics
+
     nights = store.nights(suite).tail(NIGHTS_SHOWN)["night"].tolist()
     history = pd.concat([store.metrics(n).assign(night=n) for n in nights], ignore_index=True)
     images = []
@@ -132,6 +133,8 @@ def history_chart(ax, rows: pd.DataFrame, title: str, baseline: float | None = N
                   tolerance: float | None = None, colour: str = "C0") -> None:
     """One metric over nights: every run's value (dots), each night's mean (line) and the
     baseline's band. The report and ResultsView both draw with this."""
+    from matplotlib.ticker import MaxNLocator
+
     ax.plot(rows["night"], rows["value"], "o", alpha=0.5, color=colour)
     means = rows.groupby("night")["value"].mean()
     ax.plot(means.index, means.values, "-", color=colour, label="mean")
