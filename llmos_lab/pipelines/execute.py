@@ -133,13 +133,13 @@ def run(notebook: str | os.PathLike, params: dict[str, Any] | None = None,
     failed = final.with_name(f"{final.stem}.failed.ipynb")
     _io.clean_stale(final.parent, final.name)  # what a killed run of this notebook left
     partial = _io.temporary_name(final, ".ipynb")
-    manager, watched = _watched_kernel_manager()
+    manager, watched = _watched_kernel_manager(cwd=str(path.parent))
     started = time.perf_counter()
     sampler = _PeakMemory(watched, deadline=deadline)
     try:
         with sampler:
             papermill.execute_notebook(
-                str(path), str(partial), parameters=params, cwd=str(path.parent),
+                str(path), str(partial), parameters=params,
                 progress_bar=progress, execution_timeout=timeout, kernel_manager_class=manager,
             )
     except Exception as exc:
@@ -185,13 +185,21 @@ def _output_path(source: Path, output_dir: str | os.PathLike, name: str | None) 
     return final
 
 
-def _watched_kernel_manager():
-    """A kernel manager class that notes its kernel's pid and how the process ended."""
+def _watched_kernel_manager(cwd: str | None = None):
+    """A kernel manager class that starts its kernel in ``cwd`` and notes the kernel's pid
+    and how its process ended. (papermill's own ``cwd=`` would ``os.chdir`` the whole
+    process, which runs on several threads in a nightly suite: each kernel gets its working
+    directory at launch instead.)"""
     from jupyter_client import AsyncKernelManager
 
     watched: dict[str, Any] = {}
 
     class Watched(AsyncKernelManager):
+        async def _async_pre_start_kernel(self, **kw: Any):
+            if cwd is not None:
+                kw.setdefault("cwd", cwd)
+            return await super()._async_pre_start_kernel(**kw)
+
         async def _async_post_start_kernel(self, **kw: Any) -> None:
             await super()._async_post_start_kernel(**kw)
             process = getattr(self.provisioner, "process", None)

@@ -229,3 +229,17 @@ def test_ray_backend_runs_the_same_suite_as_tasks(folder):
         ray.shutdown()
     assert night.exit_code == 0 and len(night.runs) == 4
     assert (night.runs["status"] == "ok").all()
+
+
+def test_parallel_runs_never_move_this_processs_working_directory(folder):
+    """Each kernel starts in its notebook's folder; this process stays where it was (a
+    process-wide chdir from several threads would leave it in one of their folders)."""
+    write_notebook(folder / "cwd.ipynb", "seed = 0",
+                   "import os\nimport llmos_lab as lab\nlab.record('cwd', os.getcwd())")
+    runs = "  - notebook: cwd.ipynb\n    seeds: [0, 1, 2, 3]\n"
+    before = os.getcwd()
+    night = run_suite(suite_file(folder, runs), folder / "r.db", jobs=2, memory="1GiB",
+                      log=quiet, report=False)
+    assert os.getcwd() == before and night.exit_code == 0
+    recorded = lab.pipelines.results(folder / "r.db")
+    assert set(recorded.loc[recorded["metric"] == "cwd", "text"]) == {f'"{folder}"'}
