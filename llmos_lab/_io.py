@@ -98,6 +98,22 @@ def write_folder(target: str | os.PathLike, writer: Callable[[str], Any], *,
     return target
 
 
+def writable_folder(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """``folder``, created if missing, checked to be a folder we may write in; an
+    OutputError naming ``what`` otherwise."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(folder, f"{what} {str(folder)!r} is a file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(folder, f"cannot create the {what} {str(folder)!r}: "
+                          f"{exc.strerror or exc}") from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(folder, f"{what} {str(folder)!r} is not writable")
+    return folder
+
+
 def temporary_name(path: str | os.PathLike, suffix: str = "") -> Path:
     """A hidden sibling of ``path`` tagged with this process's pid (``.NAME.tmp-PID-*``):
     whatever a killed writer leaves under it, :func:`clean_stale` removes. ``suffix`` keeps

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import _io
 from ..errors import OutputError, ResultsError
 
 if TYPE_CHECKING:
@@ -78,15 +79,7 @@ class ResultsDB:
         if not create:
             raise ResultsError(f"no results database at {str(path)!r}; run `llmos-lab "
                                f"nightly SUITE --db {path}` first")
-        folder = path.parent if str(path.parent) else Path(".")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(folder, f"cannot create {str(folder)!r} for the results "
-                              f"database: {exc.strerror or exc}") from exc
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise OutputError(folder, f"cannot write the results database in {str(folder)!r}"
-                              f" (read-only)")
+        _io.writable_folder(path.parent, "folder of the results database")
 
     def _check_schema(self) -> None:
         uri = f"file:{self.path.resolve()}?mode=ro"

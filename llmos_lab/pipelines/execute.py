@@ -166,16 +166,7 @@ def _output_path(source: Path, output_dir: str | os.PathLike, name: str | None) 
                              or name in ("", ".", "..") or not name.endswith(".ipynb")):
         raise ParameterError(f"output_name must be a file name ending in .ipynb, inside the "
                              f"output folder, got {name!r}")
-    out_dir = Path(output_dir).resolve()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(out_dir, f"output folder {str(out_dir)!r} is a file")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(out_dir, f"cannot create the output folder {str(out_dir)!r}: "
-                          f"{exc.strerror or exc}") from exc
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise OutputError(out_dir, f"output folder {str(out_dir)!r} is not writable")
+    out_dir = _io.writable_folder(Path(output_dir).resolve())
     final = out_dir / (name or source.name)
     if final == source:
         raise OutputError(final, f"the executed notebook would replace its source "

@@ -68,8 +68,10 @@ def test_a_foreign_schema_is_refused_and_untouched(tmp_path):
 def test_a_database_where_no_folder_can_be_made_is_an_output_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(OutputError, match="cannot create"):
+    with pytest.raises(OutputError, match=r"folder of the results database .*file' is a file"):
         ResultsDB(blocker / "r.db")
+    with pytest.raises(OutputError, match="cannot create the folder of the results database"):
+        ResultsDB(blocker / "deeper" / "r.db")
     with pytest.raises(OutputError, match="is a folder"):
         ResultsDB(tmp_path)
     with pytest.raises(ResultsError, match="no results database"):
