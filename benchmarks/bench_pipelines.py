@@ -27,9 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
-from llmos_lab.pipelines.database import ResultsDB
+from llmos_lab.pipelines import ResultsDB, write_notebook
+from llmos_lab.pipelines.nightly import concurrent
 
 PARAMS = "x = 1\nseed = 0"
 BODY = ("import pandas as pd\nimport llmos_lab as lab\n"
@@ -38,15 +37,7 @@ BODY = ("import pandas as pd\nimport llmos_lab as lab\n"
 
 
 def _notebook(folder: Path) -> Path:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    cell = nbformat.v4.new_code_cell(PARAMS)
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell, nbformat.v4.new_code_cell(BODY)]
-    path = folder / "small.ipynb"
-    nbformat.write(nb, path)
-    return path
+    return write_notebook(folder / "small.ipynb", PARAMS, BODY)
 
 
 def _suite(folder: Path, n: int, memory: str = "256MiB", name: str = "bench") -> Path:
@@ -119,15 +110,9 @@ def bench_admission() -> list[dict[str, Any]]:
         _notebook(folder)
         seconds, db = _nightly(folder, 4, 4, memory="2GiB", per_run="1GiB", name="admit")
         runs = ResultsDB(db).runs(1)
-    moments = sorted([(t, 1) for t in runs["started"]] + [(t, -1) for t in runs["ended"]],
-                     key=lambda m: (m[0], m[1]))
-    most = now = 0
-    for _, step in moments:
-        now += step
-        most = max(most, now)
     return [{"benchmark": "admission", "runs": 4, "declared": "1GiB each", "budget": "2GiB",
-             "jobs": 4, "peak_concurrent": most, "target": 2, "seconds": round(seconds, 2),
-             "all_ok": bool((runs["status"] == "ok").all())}]
+             "jobs": 4, "peak_concurrent": concurrent(runs), "target": 2,
+             "seconds": round(seconds, 2), "all_ok": bool((runs["status"] == "ok").all())}]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,6 @@ seconds, peak memory and every recorded value, failures with their reason.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import ipywidgets as widgets
 import pandas as pd
@@ -104,6 +103,3 @@ class ResultsView(View):
 
     def _html(self) -> str:
         return self._table_html()
-
-    def _state_key(self) -> Any:
-        return None  # a night still running adds runs: always re-read

@@ -24,6 +24,7 @@ from .execute import (
     record,
     records,
     run,
+    write_notebook,
 )
 
 _LAZY = {"results": "database", "ResultsDB": "database", "DEFAULT_DB": "database",
@@ -32,7 +33,7 @@ _LAZY = {"results": "database", "ResultsDB": "database", "DEFAULT_DB": "database
          "write_report": "report"}
 
 __all__ = ["RECORD_MIME", "RunResult", "coerce_parameters", "parameters", "read_records",
-           "record", "records", "run", *_LAZY]
+           "record", "records", "run", "write_notebook", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

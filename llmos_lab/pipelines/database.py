@@ -28,21 +28,21 @@ if TYPE_CHECKING:
 SCHEMA = "llmos-lab-results 1"
 DEFAULT_DB = Path("runs") / "results.db"
 _TABLES = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS nights (
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE nights (
     night INTEGER PRIMARY KEY AUTOINCREMENT, suite TEXT NOT NULL, suite_file TEXT,
     started REAL, finished REAL, status TEXT, exit_code INTEGER, git_commit TEXT,
     versions TEXT, baseline TEXT);
-CREATE TABLE IF NOT EXISTS runs (
+CREATE TABLE runs (
     night INTEGER NOT NULL REFERENCES nights(night), run_id TEXT NOT NULL, key TEXT,
     notebook TEXT, params TEXT, seed INTEGER, status TEXT, kind TEXT, reason TEXT,
     cell INTEGER, cell_source TEXT, attempts INTEGER, started REAL, ended REAL,
     seconds REAL, cell_seconds TEXT, peak_memory INTEGER, output TEXT,
     PRIMARY KEY (night, run_id));
-CREATE TABLE IF NOT EXISTS metrics (
+CREATE TABLE metrics (
     night INTEGER NOT NULL, run_id TEXT NOT NULL, name TEXT NOT NULL, value REAL, text TEXT,
     PRIMARY KEY (night, run_id, name));
-CREATE TABLE IF NOT EXISTS baselines (
+CREATE TABLE baselines (
     name TEXT NOT NULL, suite TEXT NOT NULL, key TEXT NOT NULL, metric TEXT NOT NULL,
     value REAL NOT NULL, night INTEGER, saved REAL);
 """
@@ -59,9 +59,9 @@ class ResultsDB:
         self.path = Path(path)
         self._check_file(create)
         if create:
-            with self._connect() as conn:
-                conn.executescript(_TABLES)
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA,))
+            self._initialise()
+        else:
+            self._check_schema(f"file:{self.path.resolve()}?mode=ro")
 
     def _check_file(self, create: bool) -> None:
         path = self.path
@@ -73,18 +73,45 @@ class ResultsDB:
             if head and head != b"SQLite format 3\x00":
                 raise ResultsError(f"{str(path)!r} is not an SQLite database; it was left "
                                    f"untouched (choose another --db)")
-            if head:
-                self._check_schema()
             return
         if not create:
             raise ResultsError(f"no results database at {str(path)!r}; run `llmos-lab "
                                f"nightly SUITE --db {path}` first")
         _io.writable_folder(path.parent, "folder of the results database")
 
-    def _check_schema(self) -> None:
-        uri = f"file:{self.path.resolve()}?mode=ro"
+    def _initialise(self) -> None:
+        """Check the schema, or create it, inside one write transaction: a second suite
+        opening the same new file waits for the lock and then sees all of it, never a
+        half-made schema (which it would take for someone else's tables)."""
         try:
-            with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        except sqlite3.OperationalError as exc:
+            raise OutputError(self.path, f"cannot open {str(self.path)!r}: {exc}") from exc
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self._check_schema(conn=conn) is None:
+                    for statement in filter(str.strip, _TABLES.split(";")):
+                        conn.execute(statement)
+                    conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")  # a foreign file: nothing of ours was written
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise ResultsError(f"{str(self.path)!r} cannot be used as SQLite ({exc}); it "
+                               f"was left untouched") from None
+        finally:
+            conn.close()
+
+    def _check_schema(self, uri: str | None = None, conn: sqlite3.Connection | None = None
+                      ) -> str | None:
+        """Our schema's tag; None for an empty database; ResultsError for other tables."""
+        try:
+            with contextlib.ExitStack() as stack:
+                if conn is None:
+                    conn = stack.enter_context(contextlib.closing(
+                        sqlite3.connect(uri, uri=True, timeout=30)))
                 tables = {r[0] for r in conn.execute(
                     "SELECT name FROM sqlite_master WHERE type='table'")}
                 schema = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() \
@@ -95,6 +122,7 @@ class ResultsDB:
         if tables and (schema is None or schema[0] != SCHEMA):
             raise ResultsError(f"{str(self.path)!r} holds other tables ({', '.join(sorted(tables))}"
                                f"), not an llmos-lab results database; it was left untouched")
+        return schema[0] if tables else None
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

@@ -13,7 +13,6 @@ Every finished run is written to the database as it finishes, so ``resume`` afte
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -73,14 +72,15 @@ def run_suite(suite: Suite | str | os.PathLike, db: str | os.PathLike = DEFAULT_
     log(f"night {night} of suite {suite.name!r}: {len(todo)} runs to do"
         f"{f' ({len(done)} already finished)' if done else ''}; {jobs} at a time within "
         f"{format_bytes(budget)}; results in {store.path}")
-    runner = _RayRunner(out_dir) if backend == "ray" else _LocalRunner(out_dir, jobs, budget)
-    with _threads_per_kernel(jobs):
-        for spec, row, records in runner.run(todo):
-            row.update(night=night, key=spec.key, notebook=str(spec.notebook),
-                       seed=spec.seed, params=spec.params)
-            store.write_run(row, records)
-            log(f"  {row['status']:<8} {spec.run_id}  {row['seconds'] or 0:.1f} s"
-                f"{'  ' + row['reason'] if row.get('reason') else ''}")
+    env = _kernel_env(jobs)
+    runner = _RayRunner(out_dir, env) if backend == "ray" else \
+        _LocalRunner(out_dir, jobs, budget, env)
+    for spec, row, records in runner.run(todo):
+        row.update(night=night, key=spec.key, notebook=str(spec.notebook), seed=spec.seed,
+                   params=spec.params)
+        store.write_run(row, records)
+        log(f"  {row['status']:<8} {spec.run_id}  {row['seconds'] or 0:.1f} s"
+            f"{'  ' + row['reason'] if row.get('reason') else ''}")
     result = _finish(store, suite, night, baseline, runner.peak, report, log)
     if mlflow:
         from .tracking import log_night
@@ -89,20 +89,14 @@ def run_suite(suite: Suite | str | os.PathLike, db: str | os.PathLike = DEFAULT_
     return result
 
 
-@contextlib.contextmanager
-def _threads_per_kernel(jobs: int):
-    """Kernels inherit OMP_NUM_THREADS = cores / jobs, so ``jobs`` runs share the cores
-    instead of each starting a thread per core (oversubscribed, all of them slower). A value
-    the user set is kept."""
-    key = "OMP_NUM_THREADS"
-    if key in os.environ:
-        yield
-        return
-    os.environ[key] = str(max(1, (os.cpu_count() or 1) // jobs))
-    try:
-        yield
-    finally:
-        os.environ.pop(key, None)
+def _kernel_env(jobs: int) -> dict[str, str]:
+    """Each kernel gets OMP_NUM_THREADS = cores / jobs, so ``jobs`` runs share the cores
+    instead of each starting a thread per core (oversubscribed, all of them slower). Set in
+    the kernel's own environment at launch, never in this process's; a value the user set
+    is kept."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return {}
+    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
 
 
 def _budget(memory: int | str | None) -> int:
@@ -124,9 +118,20 @@ def _night(store: ResultsDB, suite: Suite, baseline: str | None,
     return store.start_night(suite.name, str(suite.path), baseline), set()
 
 
-def _finish(store: ResultsDB, suite: Suite, night: int, baseline: str | None, peak: int,
-            report: bool, log) -> Night:
+def concurrent(runs: pd.DataFrame) -> int:
+    """The most runs that were executing at one moment, from their recorded start and end."""
+    moments = sorted([(t, 1) for t in runs["started"]] + [(t, -1) for t in runs["ended"]])
+    most = now = 0
+    for _, step in moments:  # at equal times an end (-1) sorts before a start
+        now += step
+        most = max(most, now)
+    return most
+
+
+def _finish(store: ResultsDB, suite: Suite, night: int, baseline: str | None,
+            peak: int | None, report: bool, log) -> Night:
     runs = store.runs(night)
+    peak = peak if peak is not None else concurrent(runs)
     reference = gate.reference(store, suite.name, night, baseline)
     verdicts = gate.compare(store.metrics(night), reference, suite.gates())
     failed = bool((runs["status"] != "ok").any()) or len(runs) < len(suite.runs)
@@ -146,7 +151,8 @@ def _finish(store: ResultsDB, suite: Suite, night: int, baseline: str | None, pe
     return result
 
 
-def attempt(spec: RunSpec, out_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def attempt(spec: RunSpec, out_dir: Path, env: dict[str, str] | None = None
+            ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run ``spec`` until it succeeds, fails in a cell, or has used its retries."""
     attempts, started = 0, time.time()
     while True:
@@ -155,7 +161,7 @@ def attempt(spec: RunSpec, out_dir: Path) -> tuple[dict[str, Any], dict[str, Any
         try:
             result = execute.run(spec.notebook, spec.params, out_dir,
                                  output_name=spec.output_name, timeout=spec.timeout,
-                                 deadline=spec.timeout)
+                                 deadline=spec.timeout, env=env)
         except NotebookExecutionError as exc:
             if exc.kind in ("dead", "timeout") and attempts <= spec.retries:
                 continue
@@ -175,10 +181,10 @@ class _LocalRunner:
     """Threads in this process, each driving one papermill run; admission by the Allocator:
     a run starts when its memory and compute fit beside the runs already going."""
 
-    def __init__(self, out_dir: Path, jobs: int, budget: int):
+    def __init__(self, out_dir: Path, jobs: int, budget: int, env: dict[str, str]):
         from ..allocator import Allocator, Resources
 
-        self.out_dir, self.jobs, self.budget, self.peak = out_dir, jobs, budget, 0
+        self.out_dir, self.jobs, self.budget, self.env, self.peak = out_dir, jobs, budget, env, 0
         self.allocator = Allocator(Resources(memory=budget, compute=float(jobs)),
                                    policy="drf")
 
@@ -199,7 +205,7 @@ class _LocalRunner:
                 waiting = set(self.allocator.allocation_.waiting)
                 for run_id in [r for r in queued if r not in waiting]:
                     spec = queued.pop(run_id)
-                    running[pool.submit(attempt, spec, self.out_dir)] = spec
+                    running[pool.submit(attempt, spec, self.out_dir, self.env)] = spec
                 self.peak = max(self.peak, len(running))
                 if not running:  # nothing admitted: only a policy bug could get here
                     for spec in queued.values():
@@ -214,10 +220,11 @@ class _LocalRunner:
 
 class _RayRunner:
     """Each run a Ray task asking for its memory and compute (``num_cpus``); Ray's own
-    scheduler admits them against the cluster's resources."""
+    scheduler admits them against the cluster's resources (so the night's peak concurrency
+    is read from the recorded times, not counted here)."""
 
-    def __init__(self, out_dir: Path):
-        self.out_dir, self.peak = out_dir, 0
+    def __init__(self, out_dir: Path, env: dict[str, str]):
+        self.out_dir, self.env, self.peak = out_dir, env, None
 
     def run(self, specs: list[RunSpec]):
         import ray
@@ -227,8 +234,7 @@ class _RayRunner:
                               "use backend='local')")
         remote = ray.remote(attempt)
         pending = {remote.options(num_cpus=s.compute, memory=s.memory).remote(
-            s, self.out_dir): s for s in specs}
-        self.peak = min(len(pending), int(ray.cluster_resources().get("CPU", 1)))
+            s, self.out_dir, self.env): s for s in specs}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             spec = pending.pop(ready[0])

@@ -211,14 +211,15 @@ def _expand(entry: Any, index: int, defaults: dict, path: Path, file: str) -> li
     for combo in itertools.product(*grid.values()) if grid else [()]:
         chosen = {**params, **dict(zip(grid, combo, strict=True))}
         for seed in seeds:
-            values = {**chosen, **({"seed": seed} if seed is not None else {})}
-            try:
-                values = execute.coerce_parameters(notebook, values)
-            except LlmosError as exc:
-                key = next((k for k in values if repr(k) in str(exc)), None)
-                where = grid if key in grid else params
-                raise SuiteError(file, str(exc), line=_line(where, key) or _line(entry),
-                                 run=label, key=key) from None
+            given = {**chosen, **({"seed": seed} if seed is not None else {})}
+            values = {}
+            for key, value in given.items():  # one at a time, so an error names its key
+                try:
+                    values.update(execute.coerce_parameters(notebook, {key: value}))
+                except LlmosError as exc:
+                    where = grid if key in grid else params
+                    raise SuiteError(file, str(exc), line=_line(where, key) or _line(entry),
+                                     run=label, key=key) from None
             config = " ".join(f"{k}={v!r}" for k, v in sorted(values.items())
                               if k != "seed" or seed is None)
             key = f"{entry.get('name') or notebook.stem}" + (f" {config}" if config else "")

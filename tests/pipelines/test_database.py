@@ -161,3 +161,26 @@ def test_runs_are_logged_to_mlflow_as_well(tmp_path, monkeypatch):
     assert by_name["k seed=0"].data.params == {"seed": "0"}
     assert by_name["k seed=0"].data.tags["llmos.status"] == "ok"
     assert by_name["k seed=0"].info.status == "FINISHED"
+
+
+def test_writers_opening_a_new_database_at_once_all_see_the_whole_schema(tmp_path):
+    """The schema is made in one write transaction: a second opener waits and then finds
+    it whole (it once saw a half-made schema and took it for someone else's tables)."""
+    import threading
+
+    errors, nights = [], []
+    for trial in range(30):
+        db = tmp_path / f"r{trial}.db"
+
+        def open_and_start(db=db):
+            try:
+                nights.append(ResultsDB(db).start_night("s", "x"))
+            except Exception as exc:  # collected: the assertion below reports them
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_and_start) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    assert not errors and len(nights) == 30 * 4

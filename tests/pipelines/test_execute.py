@@ -14,17 +14,7 @@ import pytest
 import llmos_lab as lab
 from llmos_lab import pipelines
 from llmos_lab.errors import NotebookExecutionError, ParameterError
-
-
-def write_notebook(path: Path, params: str, body: str) -> Path:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    cell = nbformat.v4.new_code_cell(params)
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell, nbformat.v4.new_code_cell(body)]
-    nbformat.write(nb, path)
-    return path
+from llmos_lab.pipelines import write_notebook
 
 
 @pytest.fixture

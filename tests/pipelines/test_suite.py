@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from llmos_lab.errors import SuiteError
-from llmos_lab.pipelines import load_suite
-from tests.pipelines.test_execute import write_notebook
+from llmos_lab.pipelines import load_suite, write_notebook
 
 SUITE = """\
 suite: tiny
