@@ -19,7 +19,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {"allocator", "assets", "constraints", "datasets", "devices", "errors", "events",
                "inference", "kernel", "loading", "metrics", "model_task", "pipelines",
-               "ray_backend", "registry", "scheduler", "simulation", "tasks", "train", "units"}
+               "ray_backend", "registry", "scheduler", "serve", "simulation", "tasks", "train",
+               "units"}
 _MOVED = {  # old flat path -> module inside a room
     "adapters": "kernel.adapters", "residency": "kernel.residency", "swap": "kernel.swap",
     "batching": "train.batching", "checkpoints": "train.checkpoints",

@@ -212,3 +212,19 @@ class ResultsError(LlmosError, ValueError):
 
 class SimulationError(LlmosError, RuntimeError):
     """A simulation that cannot finish; names the policy."""
+
+
+class RequestError(LlmosError, ValueError):
+    """A request the server refuses: an HTTP status and the fields of OpenAI's error body
+    (``message``, ``type``, ``param`` naming the field at fault, ``code``)."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None,
+                 type: str = "invalid_request_error", code: str | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param = status, message, param
+        self.type, self.code, self.headers = type, code, headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param,
+                          "code": self.code}}

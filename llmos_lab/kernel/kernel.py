@@ -30,6 +30,7 @@ from ..errors import AdapterError, ConfigError, ModelStateError, TaskError
 from ..model_task import ModelTask
 from ..units import format_bytes, parse_bytes
 from . import adapters
+from .decode import DecodeBatch
 from .residency import Residency, release_memory
 from .swap import ModelRecord, SwapSpace
 
@@ -254,6 +255,17 @@ class ModelKernel(Residency):
         events.publish("kernel.generate", kernel=self, model=model, n=len(prompts),
                        seconds=time.perf_counter() - started)
         return out
+
+    def decoder(self, model: str, max_batch: int = 16) -> DecodeBatch:
+        """A continuous decode batch over a loaded causal LM: sequences join at the next
+        token step and leave when done (the serving engine's mechanism; see decode.py)."""
+        max_batch = inference.positive_int("max_batch", max_batch)
+        with self._lock:
+            task = self._get(model).task
+        if task is not ModelTask.CAUSAL_LM:
+            raise TaskError(f"model {model!r} is a {task} model and cannot generate; "
+                            f"load a causal-lm (e.g. 'smollm2') for decoding")
+        return DecodeBatch(self, model, max_batch)
 
     def add_adapter(self, model: str, adapter_name: str,
                     path_or_config: str | os.PathLike | Any | None = None) -> None:

@@ -1,0 +1,333 @@
+"""Continuous batching: sequences join the running decode batch at the next token step and
+leave it when they finish, as vLLM's scheduler does, instead of waiting for a static batch.
+
+Each :class:`Sequence` keeps its own KV cache, preallocated for its prompt plus its token
+budget, so joining or leaving never copies another sequence's cache. A step (``DecodeBatch.step``)
+prefills the newcomers one by one, then decodes one token for every running sequence: the
+linear layers see the whole batch at once (that is where the FLOPs are), attention runs per
+sequence over that sequence's own cache. Two choices keep a greedy sequence's tokens the same
+whether it runs alone or in a busy batch: no padding anywhere (per-sequence attention), and the
+batch never shrinks to one row (BLAS takes a different path for a single row).
+
+Llama-architecture models (Llama, SmolLM2, Mistral, Qwen2) take this fast path. A sequence on
+an adapter, an int8 model or another architecture decodes through the model's own forward with
+a cache of its own (correct, one row at a time). The mechanism is here; who joins a full batch
+first is the caller's policy (``DecodeBatch.add`` takes a priority).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+FAST_ARCHITECTURES = ("llama", "mistral", "qwen2")
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One generation request: prompt ids in, tokens out one step at a time."""
+
+    prompt: list[int]
+    max_new_tokens: int
+    temperature: float = 0.0
+    seed: int | None = None
+    stop_ids: frozenset[int] = frozenset()
+    adapter: str | None = None
+    priority: int = 1
+    tokens: list[int] = field(default_factory=list)
+    finish_reason: str | None = None  # stop | length | cancelled
+    cache: Any = field(default=None, repr=False)
+    generator: torch.Generator | None = field(default=None, repr=False)
+    order: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt) + len(self.tokens)
+
+
+@dataclass
+class StepResult:
+    """What one step did: tokens emitted (sequence, token id; a stop token is not emitted),
+    sequences that finished (any reason), how many joined, the batch size it ran at."""
+
+    emitted: list[tuple[Sequence, int]]
+    finished: list[Sequence]
+    prefilled: int
+    batch: int
+
+
+class KVCache:
+    """One sequence's keys and values for every layer, preallocated for its whole length."""
+
+    def __init__(self, layers: int, heads: int, capacity: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device):
+        shape = (layers, heads, capacity, head_dim)
+        self.k = torch.empty(shape, dtype=dtype, device=device)
+        self.v = torch.empty(shape, dtype=dtype, device=device)
+        self.length = 0
+
+    @property
+    def nbytes(self) -> int:
+        return 2 * self.k.numel() * self.k.element_size()
+
+
+class DecodeBatch:
+    """The running batch of one causal LM in a :class:`~llmos_lab.kernel.ModelKernel`.
+
+    Thread-safe: ``add`` and ``cancel`` may come from any thread; ``step`` from one at a time.
+    Every step holds the model resident through the kernel (faulting it in if it was evicted;
+    the caches live here, so an eviction between steps loses nothing).
+    """
+
+    def __init__(self, kernel, model: str, max_batch: int = 16):
+        self.kernel, self.model, self.max_batch = kernel, model, int(max_batch)
+        self._pending: list[Sequence] = []
+        self._running: list[Sequence] = []
+        self._lock = threading.Lock()
+        self._order = itertools.count()
+
+    # ------------------------------------------------------------------ queue
+
+    def add(self, seq: Sequence) -> Sequence:
+        """Queue a sequence: it joins at the next step with room (higher priority first)."""
+        if seq.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        seq.order = next(self._order)
+        if seq.temperature > 0:
+            seq.generator = torch.Generator().manual_seed(0 if seq.seed is None else seq.seed)
+        with self._lock:
+            self._pending.append(seq)
+        return seq
+
+    def cancel(self, seq: Sequence, reason: str = "cancelled") -> None:
+        """Leave at the next step (a client went away, a stop string matched); its cache is
+        dropped then."""
+        with self._lock:
+            if seq in self._pending:
+                self._pending.remove(seq)
+                self._finish(seq, reason)
+            elif seq.finish_reason is None:
+                seq.finish_reason = reason
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def cache_bytes(self) -> int:
+        with self._lock:
+            return sum(s.cache.nbytes for s in self._running if isinstance(s.cache, KVCache))
+
+    def _finish(self, seq: Sequence, reason: str) -> None:
+        seq.finish_reason = seq.finish_reason or reason
+        seq.cache = None
+
+    # ------------------------------------------------------------------ step
+
+    def step(self) -> StepResult:
+        """Admit newcomers (prefill), then decode one token for every running sequence."""
+        with self._lock:
+            finished = [s for s in self._running if s.done]
+            self._running = [s for s in self._running if not s.done]
+            room = self.max_batch - len(self._running)
+            self._pending.sort(key=lambda s: (-s.priority, s.order))
+            joining, self._pending = self._pending[:max(room, 0)], self._pending[max(room, 0):]
+        for s in finished:
+            self._finish(s, "cancelled")
+        if not joining and not self._running:
+            return StepResult([], finished, 0, 0)
+        chosen: list[tuple[Sequence, int]] = []
+        with self.kernel._use(self.model) as rec, rec.lock:
+            fast = _fast_path_ok(rec)
+            if fast:
+                prepare_layout(rec.model)
+            old = list(self._running)
+            for seq in joining:
+                chosen.append((seq, self._prefill(rec, seq, fast)))
+            chosen += self._decode(rec, old, fast)
+        done, emitted = [], []
+        for seq, token in chosen:
+            if self._accept(seq, token):
+                emitted.append((seq, token))
+            if seq.done:
+                done.append(seq)
+                self._finish(seq, seq.finish_reason)
+        with self._lock:
+            self._running = [s for s in old + joining if not s.done]
+        return StepResult(emitted, finished + done, len(joining), len(old) + len(joining))
+
+    def _accept(self, seq: Sequence, token: int) -> bool:
+        if seq.done:  # cancelled while the step ran
+            return False
+        if token in seq.stop_ids:
+            seq.finish_reason = "stop"
+            return False
+        seq.tokens.append(token)
+        if len(seq.tokens) >= seq.max_new_tokens:
+            seq.finish_reason = "length"
+        return True
+
+    def _prefill(self, rec, seq: Sequence, fast: bool) -> int:
+        ids = torch.tensor([seq.prompt], dtype=torch.long, device=self.kernel.device)
+        if fast and seq.adapter is None:
+            seq.cache = _new_cache(rec.model, len(seq.prompt) + seq.max_new_tokens)
+            logits = _llama_prefill(rec.model, ids, seq.cache)
+        else:
+            with self.kernel._adapter(rec, seq.adapter):
+                out = rec.model(input_ids=ids, use_cache=True)
+            seq.cache, logits = out.past_key_values, out.logits[0, -1]
+        return _choose(logits, seq)
+
+    def _decode(self, rec, seqs: list[Sequence], fast: bool) -> list[tuple[Sequence, int]]:
+        live = [s for s in seqs if not s.done]
+        quick = [s for s in live if fast and isinstance(s.cache, KVCache)]
+        out = []
+        if quick:
+            logits = _llama_decode(rec.model, quick, self.kernel.device)
+            best = logits.argmax(-1).tolist()  # one call for every greedy row
+            out += [(s, best[i] if s.temperature <= 0 else _choose(logits[i], s))
+                    for i, s in enumerate(quick)]
+        for s in live:
+            if s in quick:
+                continue
+            last = torch.tensor([[s.tokens[-1]]], dtype=torch.long, device=self.kernel.device)
+            with self.kernel._adapter(rec, s.adapter):
+                o = rec.model(input_ids=last, past_key_values=s.cache, use_cache=True)
+            s.cache = o.past_key_values
+            out.append((s, _choose(o.logits[0, -1], s)))
+        return out
+
+
+# ---------------------------------------------------------------------- the Llama fast path
+
+
+def _fast_path_ok(rec) -> bool:
+    config = getattr(rec.model, "config", None)
+    return (not rec.quantize and getattr(config, "model_type", None) in FAST_ARCHITECTURES
+            and hasattr(rec.model, "get_base_model") is False)
+
+
+def prepare_layout(model: torch.nn.Module) -> None:
+    """Store each Linear weight transposed in memory ([in, out] contiguous; the parameter
+    keeps its [out, in] shape as a strided view). ``x @ W.T`` then reads the weight row by
+    row: faster on CPUs for the few-row products of decoding, and batch-size invariant under
+    MKL for two rows and more. Same bytes, same values; ``save_pretrained`` makes copies
+    contiguous again. Done once per resident copy of the weights."""
+    if getattr(model, "_llmos_decode_layout", False):
+        return
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module.weight.is_contiguous() \
+                    and module.weight.dim() == 2 and module.weight.shape[0] > 1:
+                module.weight.data = module.weight.data.t().contiguous().t()
+    model._llmos_decode_layout = True
+
+
+def _new_cache(model, capacity: int) -> KVCache:
+    c = model.config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+    w = model.lm_head.weight
+    return KVCache(c.num_hidden_layers, heads, capacity, head_dim, w.dtype, w.device)
+
+
+def _project(attn, x: torch.Tensor, rows: int, length: int, cos, sin):
+    """q, k, v of ``rows`` sequences of ``length`` tokens, RoPE applied: [rows, heads, T, d]."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    d = attn.head_dim
+    q = attn.q_proj(x).view(rows, length, -1, d).transpose(1, 2)
+    k = attn.k_proj(x).view(rows, length, -1, d).transpose(1, 2)
+    v = attn.v_proj(x).view(rows, length, -1, d).transpose(1, 2)
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    return q, k, v
+
+
+def _mlp(layer, h: torch.Tensor) -> torch.Tensor:
+    x = layer.post_attention_layernorm(h)
+    mlp = layer.mlp
+    return h + mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
+
+
+@torch.inference_mode()
+def _llama_prefill(model, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    """The prompt of one sequence, causal attention; fills its cache; last token's logits."""
+    base, length = model.model, ids.shape[1]
+    h = base.embed_tokens(ids)
+    pos = torch.arange(length, device=ids.device)[None]
+    cos, sin = base.rotary_emb(h, pos)
+    for i, layer in enumerate(base.layers):
+        attn = layer.self_attn
+        q, k, v = _project(attn, layer.input_layernorm(h), 1, length, cos, sin)
+        cache.k[i, :, :length] = k[0]
+        cache.v[i, :, :length] = v[0]
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling,
+                                           enable_gqa=True)
+        h = h + attn.o_proj(o.transpose(1, 2).reshape(1, length, -1))
+        h = _mlp(layer, h)
+    cache.length = length
+    return model.lm_head(base.norm(h[:, -1]))[0]
+
+
+@torch.inference_mode()
+def _llama_decode(model, seqs: list[Sequence], device: torch.device) -> torch.Tensor:
+    """One token for each sequence: batched linear layers, per-sequence attention."""
+    base, n = model.model, len(seqs)
+    rows = max(n, 2)  # one row would take BLAS's single-row path and change the numbers
+    last = [s.tokens[-1] for s in seqs] + [seqs[0].tokens[-1]] * (rows - n)
+    positions = [s.cache.length for s in seqs] + [seqs[0].cache.length] * (rows - n)
+    h = base.embed_tokens(torch.tensor(last, device=device))[:, None]  # [rows, 1, hidden]
+    cos, sin = base.rotary_emb(h, torch.tensor(positions, device=device)[:, None])
+    for i, layer in enumerate(base.layers):
+        attn = layer.self_attn
+        q, k, v = _project(attn, layer.input_layernorm(h), rows, 1, cos, sin)
+        keys = [s.cache.k[i, :, positions[j]] for j, s in enumerate(seqs)]
+        values = [s.cache.v[i, :, positions[j]] for j, s in enumerate(seqs)]
+        torch._foreach_copy_(keys + values, list(k[:n, :, 0]) + list(v[:n, :, 0]))
+        outs = [F.scaled_dot_product_attention(
+            q[j:j + 1], s.cache.k[None, i, :, :positions[j] + 1],
+            s.cache.v[None, i, :, :positions[j] + 1], scale=attn.scaling, enable_gqa=True)
+            for j, s in enumerate(seqs)]
+        outs += outs[:1] * (rows - n)
+        o = torch.cat(outs).transpose(1, 2).reshape(rows, 1, -1)
+        h = _mlp(layer, h + attn.o_proj(o))
+    for s in seqs:
+        s.cache.length += 1
+    return model.lm_head(base.norm(h[:n, 0]))
+
+
+def _choose(logits: torch.Tensor, seq: Sequence) -> int:
+    if seq.temperature <= 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits.float() / seq.temperature, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=seq.generator))
+
+
+def decode_flops(model, rows: int, context: int = 0) -> float:
+    """Multiply-adds x 2 of one decode step at ``rows`` sequences (linear layers, attention
+    over ``context`` cached tokens): the work a FLOP bound is measured against."""
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    c = model.config
+    attention = 4 * c.num_hidden_layers * c.hidden_size * context
+    return 2.0 * rows * linear + rows * attention
+
+
+def run_to_end(batch: DecodeBatch, seqs: Iterable[Sequence]) -> list[Sequence]:
+    """Add the sequences and step until they are all done (tests, benchmarks, kernel use)."""
+    seqs = [batch.add(s) for s in seqs]
+    while not all(s.done for s in seqs):
+        batch.step()
+    return seqs
