@@ -146,6 +146,51 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .kernel import ModelKernel
+    from .serve.server import Server, load_models, read_keys
+
+    kernel = ModelKernel(memory_budget=args.memory_budget)
+    load_models(kernel, args.model, args.task, args.labels, args.adapter, args.pin)
+    server = Server(kernel, host=args.host, port=args.port, api_keys=read_keys(args.api_keys),
+                    max_batch=args.max_batch, log_level=args.log_level)
+    names = ", ".join(m["id"] for m in server.app.state.models()) or "no models"
+    print(f"serving {names} on {server.url} (Ctrl-C or SIGTERM stops it)", flush=True)
+    server.serve_forever()
+    print("stopped", flush=True)
+    return 0
+
+
+def _add_serve(sub) -> None:
+    serve = sub.add_parser(
+        "serve", help="serve models over OpenAI-compatible HTTP",
+        description="Load models into a ModelKernel and serve /v1/completions, "
+                    "/v1/chat/completions, /v1/classify, /v1/models, /health, /ready and "
+                    "/metrics. SIGINT or SIGTERM stops it after the requests in flight.",
+        epilog="example: llmos-lab serve --model smollm2 --model clf=runs/tweets-model "
+               "--adapter clf:lora=runs/adapter --port 8000")
+    serve.add_argument("--model", action="append", default=[], metavar="[NAME=]SOURCE",
+                       help="a shipped model name, a local folder or GGUF file (repeatable)")
+    serve.add_argument("--task", action="append", default=[], metavar="NAME=TASK",
+                       help="the task of a base encoder (sequence- or token-classification)")
+    serve.add_argument("--labels", action="append", default=[], metavar="NAME=A,B,C",
+                       help="label names of a classifier loaded from a base encoder")
+    serve.add_argument("--adapter", action="append", default=[], metavar="MODEL:NAME=PATH",
+                       help="a saved PEFT adapter, served as MODEL:NAME")
+    serve.add_argument("--pin", action="append", default=[], metavar="NAME",
+                       help="keep this model resident")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind; other than loopback needs --api-keys")
+    serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    serve.add_argument("--api-keys", default=None, metavar="FILE",
+                       help="JSON/YAML: {key: {tenant, priority, models, tokens_per_minute}}")
+    serve.add_argument("--memory-budget", default="2GiB")
+    serve.add_argument("--max-batch", type=int, default=16,
+                       help="sequences per running decode batch")
+    serve.add_argument("--log-level", default="warning")
+    serve.set_defaults(func=_serve)
+
+
 def _add_nightly(sub) -> None:
     from .pipelines import DEFAULT_DB
 
@@ -229,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
     bench.set_defaults(func=_bench)
     _add_nightly(sub)
+    _add_serve(sub)
     return parser
 
 

@@ -17,6 +17,7 @@ first is the caller's policy (``DecodeBatch.add`` takes a priority).
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import threading
 from collections.abc import Iterable
@@ -188,7 +189,7 @@ class DecodeBatch:
         else:
             with self.kernel._adapter(rec, seq.adapter):
                 out = rec.model(input_ids=ids, use_cache=True)
-            seq.cache, logits = out.past_key_values, out.logits[0, -1]
+            seq.cache, logits = _returned_cache(out), out.logits[0, -1]
         return _choose(logits, seq)
 
     def _decode(self, rec, seqs: list[Sequence], fast: bool) -> list[tuple[Sequence, int]]:
@@ -205,10 +206,22 @@ class DecodeBatch:
                 continue
             last = torch.tensor([[s.tokens[-1]]], dtype=torch.long, device=self.kernel.device)
             with self.kernel._adapter(rec, s.adapter):
-                o = rec.model(input_ids=last, past_key_values=s.cache, use_cache=True)
-            s.cache = o.past_key_values
+                o = rec.model(input_ids=last, use_cache=True, **_cache_kwarg(rec.model, s.cache))
+            s.cache = _returned_cache(o)
             out.append((s, _choose(o.logits[0, -1], s)))
         return out
+
+
+def _cache_kwarg(model, cache) -> dict[str, Any]:
+    """transformers 5 renamed ``past_key_values`` to ``cache``; take whichever it has."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+    params = inspect.signature(base.forward).parameters
+    return {"cache" if "cache" in params else "past_key_values": cache}
+
+
+def _returned_cache(output) -> Any:
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 # ---------------------------------------------------------------------- the Llama fast path

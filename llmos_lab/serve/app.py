@@ -43,6 +43,7 @@ def create_app(kernel, engine: ServingEngine, access: Access, metrics: ServeMetr
                max_body: int = p.MAX_BODY_BYTES) -> FastAPI:
     app = FastAPI(title="llmos-lab", version="0.1.0", docs_url=None, redoc_url=None)
     ctx = _Context(kernel, engine, access, metrics, max_body)
+    app.state.models = ctx.model_list
 
     @app.middleware("http")
     async def count(request: Request, call_next):

@@ -136,3 +136,51 @@ def serve(kernel, port: int = 0, api_keys: dict | None = None, *, host: str = "1
     return Server(kernel, host=host, port=port, api_keys=api_keys, scheduler=scheduler,
                   max_batch=max_batch, batch_window=batch_window, max_body=max_body,
                   log_level=log_level).start()
+
+
+def split_spec(spec: str, what: str) -> tuple[str | None, str]:
+    """``NAME=VALUE`` -> (NAME, VALUE); a bare ``VALUE`` -> (None, VALUE)."""
+    name, sep, value = spec.partition("=")
+    if not sep:
+        return None, spec
+    if not name or not value:
+        raise ConfigError(what, spec, "NAME=VALUE with both parts")
+    return name, value
+
+
+def load_models(kernel, models: list[str], tasks: list[str], labels: list[str],
+                adapters: list[str], pins: list[str]) -> None:
+    """What ``llmos-lab serve`` loads: ``--model [NAME=]SOURCE``, ``--task NAME=TASK``,
+    ``--labels NAME=a,b``, ``--adapter MODEL:ADAPTER=PATH``, ``--pin NAME``."""
+    task_of = dict(split_spec(s, "--task") for s in tasks)
+    labels_of = {k: v.split(",") for k, v in (split_spec(s, "--labels") for s in labels)}
+    for spec in models:
+        name, source = split_spec(spec, "--model")
+        name = name or source
+        kernel.load(source, name=name, task=task_of.get(name), labels=labels_of.get(name),
+                    pin=name in pins)
+    for spec in adapters:
+        target, path = split_spec(spec, "--adapter")
+        model, _, adapter = (target or "").partition(":")
+        if not model or not adapter:
+            raise ConfigError("--adapter", spec, "MODEL:ADAPTER=PATH (a saved PEFT folder)")
+        kernel.add_adapter(model, adapter, path)
+
+
+def read_keys(path: str | None) -> dict | None:
+    """``--api-keys FILE``: JSON or YAML, the same mapping as ``serve(api_keys=)``."""
+    if path is None:
+        return None
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError("--api-keys", path, "an existing JSON or YAML file")
+    text = file.read_text(encoding="utf-8")
+    data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ConfigError("--api-keys", path, "a file holding a mapping of key -> settings")
+    return data
