@@ -96,6 +96,8 @@ class TaskState:
     last_ran: int = 0
     error: BaseException | None = None
     last: Any = None
+    stepping: bool = False  # a next() is running on some thread right now
+    cancel_asked: bool = False
 
     @property
     def id(self) -> str:
@@ -185,10 +187,15 @@ class Scheduler:
         events.publish("sched.change", scheduler=self, task=task_id, weight=weight)
 
     def cancel(self, task_id: str) -> None:
+        """Cancel now, or, when one of its steps is running, as soon as that step returns
+        (a generator cannot be closed while it executes)."""
         with self._lock:
             s = self._get(task_id)
             if s.state in ("ready", "waiting"):
-                self._finish(s, "cancelled")
+                if s.stepping:
+                    s.cancel_asked = True
+                else:
+                    self._finish(s, "cancelled")
 
     def run(self, max_steps: int | None = None, timeout: float | None = None) -> Scheduler:
         """Run in the foreground until every task is done (or a step or time limit)."""
@@ -246,6 +253,7 @@ class Scheduler:
             if s is None:
                 return False
             tick = next(self._tick)
+            s.stepping = True
         start = time.perf_counter()
         done, failed, value = False, None, None
         try:
@@ -259,6 +267,7 @@ class Scheduler:
         end = time.perf_counter()
         seconds = end - start
         with self._lock:
+            s.stepping = False
             s.first_run = s.first_run if s.first_run is not None else start - self._origin
             s.last_ran = tick
             if failed is not None:
@@ -273,6 +282,8 @@ class Scheduler:
                 self.policy.charge(s, seconds)
                 self._slices.append((s.id, s.steps, start - self._origin, end - self._origin))
                 self._run_left -= 1
+                if s.cancel_asked:
+                    self._finish(s, "cancelled")
         events.publish("sched.step", scheduler=self, task=s.id, step=s.steps, seconds=seconds,
                        state=s.state, value=value)
         return True

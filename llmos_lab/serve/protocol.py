@@ -109,8 +109,9 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = [str(x) for x in err["loc"] if not str(x).startswith(("function-", "str", "list"))]
+        # the deepest error: for a union, the member that got furthest names the field best
+        located = [([str(x) for x in e["loc"] if not _union_tag(x)], e) for e in exc.errors()]
+        loc, err = max(located, key=lambda pair: len(pair[0]))
         param = ".".join(loc) or None
         if err["type"] == "extra_forbidden":
             message = f"unknown or unsupported field {param!r}"
@@ -119,6 +120,11 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> Any:
         else:
             message = f"{param}: {err['msg']} (got {_short(err.get('input'))})"
         raise RequestError(400, message, param=param) from None
+
+
+def _union_tag(part: object) -> bool:
+    """pydantic names the member of a union it tried ('str', 'list[str]'): not a field."""
+    return isinstance(part, str) and ("[" in part or part in {"str", "int", "float", "bool"})
 
 
 def _short(value: Any) -> str:

@@ -39,6 +39,8 @@ class Server:
             raise ConfigError("port", port, "an integer from 0 (any free port) to 65535")
         if not isinstance(batch_window, (int, float)) or not 0 <= batch_window <= 1:
             raise ConfigError("batch_window", batch_window, "seconds from 0 to 1")
+        self._socket = _bind(self.host, port)  # first: a port in use leaves nothing running
+        self.port = self._socket.getsockname()[1]
         self.kernel = kernel
         self.engine = ServingEngine(kernel, scheduler, max_batch=max_batch,
                                     batch_window=float(batch_window))
@@ -48,8 +50,6 @@ class Server:
         config = uvicorn.Config(self.app, log_level=log_level, lifespan="off",
                                 timeout_graceful_shutdown=30, access_log=False)
         self._uvicorn = uvicorn.Server(config)
-        self._socket = _bind(self.host, port)
-        self.port = self._socket.getsockname()[1]
         self._thread: threading.Thread | None = None
 
     @property
