@@ -9,6 +9,7 @@ gives its real port at once.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -24,6 +25,17 @@ from .metrics import ServeMetrics
 from .protocol import MAX_BODY_BYTES
 
 START_TIMEOUT_SECONDS = 60.0  # a hang guard, not a speed expectation
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn re-raises a caught SIGTERM/SIGINT once its graceful shutdown is over, so the
+    process dies of the signal; ``llmos-lab serve`` has stopped cleanly by then and exits 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
 
 
 class Server:
@@ -49,7 +61,7 @@ class Server:
         self.app = create_app(kernel, self.engine, self.access, self.metrics_, max_body)
         config = uvicorn.Config(self.app, log_level=log_level, lifespan="off",
                                 timeout_graceful_shutdown=30, access_log=False)
-        self._uvicorn = uvicorn.Server(config)
+        self._uvicorn = _Uvicorn(config)
         self._thread: threading.Thread | None = None
 
     @property
