@@ -51,7 +51,7 @@ def _assets_check(args: argparse.Namespace) -> int:
 # ``llmos-lab bench NAME`` runs benchmarks/<module>.py from the source checkout (they are not
 # installed with the package).
 BENCHMARKS: Registry[str] = Registry("benchmark")
-for _name in ("kernel", "pipelines", "scheduler", "trainer", "widgets"):
+for _name in ("kernel", "pipelines", "scheduler", "serving", "trainer", "widgets"):
     BENCHMARKS.register(_name, f"bench_{_name}")
 del _name
 
@@ -148,7 +148,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from .kernel import ModelKernel
-    from .serve.server import Server, load_models, read_keys
+    from .serve import Server, load_models, read_keys
 
     kernel = ModelKernel(memory_budget=args.memory_budget)
     load_models(kernel, args.model, args.task, args.labels, args.adapter, args.pin)

@@ -49,7 +49,7 @@ GRAPH = {name: imports_of(path) for name, path in MODULES.items()}
 
 
 def test_the_rooms_exist():
-    for room in ("kernel", "train", "pipelines"):
+    for room in ("kernel", "train", "pipelines", "serve"):
         assert (PACKAGE / room / "__init__.py").is_file(), room
     assert "llmos_lab.kernel.residency" in MODULES and "llmos_lab.train.trainer" in MODULES
 
@@ -95,6 +95,12 @@ def test_kernel_never_imports_train():
     bad = {m: sorted(d for d in deps if d.startswith("llmos_lab.train"))
            for m, deps in GRAPH.items() if m.startswith("llmos_lab.kernel")}
     assert not {m: d for m, d in bad.items() if d}
+
+
+def test_only_the_cli_reaches_the_serving_room():
+    users = {m for m, deps in GRAPH.items() if any(d.startswith("llmos_lab.serve") for d in deps)
+             and not m.startswith("llmos_lab.serve")}
+    assert users <= {"llmos_lab.cli", "llmos_lab"}, users
 
 
 def test_shared_ground_imports_nothing_above_it():
@@ -164,11 +170,20 @@ def test_importing_the_package_is_light():
                                   "ClassificationReport", "pipelines", "errors", "events",
                                   "ModelKernel", "Allocator", "Resources", "allocate",
                                   "Scheduler", "Task", "simulate", "tasks", "vocab",
-                                  "distributed", "kernel", "train", "registry"])
+                                  "distributed", "kernel", "train", "registry", "serve"])
 def test_public_names(name):
     import llmos_lab as lab
 
     assert getattr(lab, name) is not None
+
+
+def test_serve_is_both_the_room_and_the_call():
+    """DESIGN: ``lab.serve(kernel, port=0)``; the room ``llmos_lab/serve/`` shares the name."""
+    import llmos_lab as lab
+    import llmos_lab.serve
+
+    assert lab.serve is llmos_lab.serve and callable(lab.serve)
+    assert lab.serve.serve.__module__ == "llmos_lab.serve.server"
 
 
 def test_unknown_attribute_is_an_attribute_error():

@@ -14,9 +14,9 @@ from __future__ import annotations
 import sys
 import types
 
-from .server import Server, serve
+from .server import Server, load_models, read_keys, serve
 
-__all__ = ["Server", "serve"]
+__all__ = ["Server", "load_models", "read_keys", "serve"]
 
 
 class _CallableModule(types.ModuleType):

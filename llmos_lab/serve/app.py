@@ -45,32 +45,7 @@ def create_app(kernel, engine: ServingEngine, access: Access, metrics: ServeMetr
     ctx = _Context(kernel, engine, access, metrics, max_body)
     app.state.models = ctx.model_list
 
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except RequestError as exc:
-            response = _error(exc)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        metrics.request_seconds.labels(path).observe(time.perf_counter() - started)
-        return response
-
-    @app.exception_handler(RequestError)
-    async def refused(request: Request, exc: RequestError):
-        return _error(exc)
-
-    @app.exception_handler(404)
-    async def not_found(request: Request, exc):
-        return _error(RequestError(404, f"no route {request.method} {request.url.path}",
-                                   code="not_found"))
-
-    @app.exception_handler(405)
-    async def bad_method(request: Request, exc):
-        return _error(RequestError(405, f"{request.method} is not allowed on "
-                                        f"{request.url.path}", code="method_not_allowed"))
+    _install_counting_and_errors(app, metrics)
 
     @app.get("/health")
     async def health():
@@ -102,6 +77,36 @@ def create_app(kernel, engine: ServingEngine, access: Access, metrics: ServeMetr
         return await ctx.classify(request)
 
     return app
+
+
+def _install_counting_and_errors(app: FastAPI, metrics: ServeMetrics) -> None:
+    """Count every request by route and status; every refusal in OpenAI's error shape."""
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except RequestError as exc:
+            response = _error(exc)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(path, str(response.status_code)).inc()
+        metrics.request_seconds.labels(path).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(RequestError)
+    async def refused(request: Request, exc: RequestError):
+        return _error(exc)
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, exc):
+        return _error(RequestError(404, f"no route {request.method} {request.url.path}",
+                                   code="not_found"))
+
+    @app.exception_handler(405)
+    async def bad_method(request: Request, exc):
+        return _error(RequestError(405, f"{request.method} is not allowed on "
+                                        f"{request.url.path}", code="method_not_allowed"))
 
 
 def _error(exc: RequestError) -> JSONResponse:
@@ -230,7 +235,8 @@ class _Context:
                                f"exceed the context window of {window} tokens", param="max_tokens",
                                code="context_length_exceeded")
         tok = rec.tokenizer
-        stop_ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+        stop_ids = {tok.eos_token_id} if tok.eos_token_id is not None and \
+            not body.ignore_eos else set()
         return Sequence(ids, budget, temperature=body.temperature, seed=body.seed,
                         stop_ids=frozenset(stop_ids), adapter=adapter), stops
 

@@ -38,6 +38,7 @@ class _Sampling(_Body):
     stream: bool = False
     stream_options: dict[str, bool] | None = None
     top_p: float = Field(default=1.0, ge=1.0, le=1.0)  # only the default: no nucleus sampling
+    ignore_eos: bool = False  # vLLM's extra: generate max_tokens even past end-of-text
 
     def stops(self) -> list[str]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
