@@ -283,27 +283,18 @@ def bench_decode_step(s: Sizes) -> dict:
     kernel = lab.ModelKernel(memory_budget="4GiB", precision="fp32")
     kernel.load(s.lm, name="lm")
     model = kernel.record("lm").model
-    ids = [list(range(100 + i, 100 + i + s.prompt_tokens)) for i in range(s.step_batch)]
+    ids = [list(range(100 + i, 100 + i + s.prompt_tokens)) for i in range(4 * s.step_batch)]
     out = {"benchmark": "decode_step", "model": s.lm, "batch": s.step_batch,
            "prompt_tokens": s.prompt_tokens, "threads": torch.get_num_threads()}
-    out["transformers_step_ms"] = _r(1e3 * _hf_step(model, ids))
-    batch = kernel.decoder("lm", max_batch=s.step_batch)
-    seqs = [batch.add(DecodeSequence(p, 64)) for p in ids]
-    batch.step()  # prefill
-    times = []
-    for _ in range(8):
-        started = time.perf_counter()
-        batch.step()
-        times.append(time.perf_counter() - started)
-    ours_s = statistics.median(times)
+    out["transformers_step_ms"] = _r(1e3 * _hf_step(model, ids[:s.step_batch]))
+    ours_s, context = _our_step(kernel, "lm", ids[:s.step_batch])
     out["ours_step_ms"] = _r(1e3 * ours_s)
-    out["transformers_step_after_layout_ms"] = _r(1e3 * _hf_step(model, ids))
-    context = len(seqs[0].prompt) + len(seqs[0].tokens)
-    flops = decode_flops(model, s.step_batch, context)
+    out["transformers_step_after_layout_ms"] = _r(1e3 * _hf_step(model, ids[:s.step_batch]))
     rate = _matmul_rate(torch.float32)
     weight_bytes = sum(m.weight.numel() * m.weight.element_size() for m in model.modules()
                        if isinstance(m, torch.nn.Linear))
     bandwidth = _copy_bandwidth()
+    flops = decode_flops(model, s.step_batch, context)
     out.update({"gflop_per_step": _r(flops / 1e9), "fp32_matmul_gflop_s": _r(rate / 1e9),
                 "flop_bound_ms": _r(1e3 * flops / rate),
                 "weight_mb": _r(weight_bytes / 2**20),
@@ -314,8 +305,37 @@ def bench_decode_step(s: Sizes) -> dict:
     out["fraction_of_roofline"] = _r(roofline / out["ours_step_ms"])
     out["ratio"] = _r(out["transformers_step_ms"] / out["ours_step_ms"])
     out["ratio_of"] = "transformers / ours step time"
+    sweep = {}
+    for rows in (1, 4 * s.step_batch):  # the roofline moves with the batch
+        seconds, ctx = _our_step(kernel, "lm", ids[:rows])
+        sweep[rows] = {"step_ms": _r(1e3 * seconds), "tokens_per_s": _r(rows / seconds),
+                       "fraction_of_flop_bound": _r(decode_flops(model, rows, ctx) / rate
+                                                    / seconds)}
+    out["batch_sweep"] = sweep
     out["fast_bf16_cpu"] = inference.cpu_has_fast_bf16()
+    if out["fast_bf16_cpu"]:  # weights stored in bf16: half the bytes, AMX/avx512_bf16
+        kernel.unload("lm")
+        kernel.load(s.lm, name="lm16", dtype="bf16")
+        seconds, _ = _our_step(kernel, "lm16", ids[:s.step_batch])
+        out["ours_bf16_weights_step_ms"] = _r(1e3 * seconds)
+        out["bf16_matmul_gflop_s"] = _r(_matmul_rate(torch.bfloat16) / 1e9)
     return out
+
+
+def _our_step(kernel, name: str, ids: list[list[int]]) -> tuple[float, int]:
+    """Median seconds of a DecodeBatch step with every sequence decoding; its context."""
+    batch = kernel.decoder(name, max_batch=len(ids))
+    seqs = [batch.add(DecodeSequence(p, 64)) for p in ids]
+    batch.step()  # prefill
+    times = []
+    for _ in range(8):
+        started = time.perf_counter()
+        batch.step()
+        times.append(time.perf_counter() - started)
+    for seq in seqs:
+        batch.cancel(seq)
+    batch.step()
+    return statistics.median(times), len(seqs[0].prompt) + len(seqs[0].tokens)
 
 
 def _hf_step(model, ids: list[list[int]]) -> float:

@@ -151,7 +151,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .serve import Server, load_models, read_keys
 
     kernel = ModelKernel(memory_budget=args.memory_budget)
-    load_models(kernel, args.model, args.task, args.labels, args.adapter, args.pin)
+    load_models(kernel, args.model, args.task, args.labels, args.adapter, args.pin, args.dtype)
     server = Server(kernel, host=args.host, port=args.port, api_keys=read_keys(args.api_keys),
                     max_batch=args.max_batch, log_level=args.log_level)
     names = ", ".join(m["id"] for m in server.app.state.models()) or "no models"
@@ -185,6 +185,9 @@ def _add_serve(sub) -> None:
     serve.add_argument("--api-keys", default=None, metavar="FILE",
                        help="JSON/YAML: {key: {tenant, priority, models, tokens_per_minute}}")
     serve.add_argument("--memory-budget", default="2GiB")
+    serve.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
+                       help="store weights in this dtype (default: as shipped); bf16 halves "
+                            "the bytes a decode step reads, fast on CPUs with AMX/avx512_bf16")
     serve.add_argument("--max-batch", type=int, default=16,
                        help="sequences per running decode batch")
     serve.add_argument("--log-level", default="warning")

@@ -270,7 +270,7 @@ def _project(attn, x: torch.Tensor, rows: int, length: int, cos, sin):
 
 
 def _mlp(layer, h: torch.Tensor) -> torch.Tensor:
-    x = layer.post_attention_layernorm(h)
+    x = _norm(layer.post_attention_layernorm, h)
     mlp = layer.mlp
     return h + mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
 
@@ -284,7 +284,7 @@ def _llama_prefill(model, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
     cos, sin = base.rotary_emb(h, pos)
     for i, layer in enumerate(base.layers):
         attn = layer.self_attn
-        q, k, v = _project(attn, layer.input_layernorm(h), 1, length, cos, sin)
+        q, k, v = _project(attn, _norm(layer.input_layernorm, h), 1, length, cos, sin)
         cache.k[i, :, :length] = k[0]
         cache.v[i, :, :length] = v[0]
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling,
@@ -292,7 +292,7 @@ def _llama_prefill(model, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
         h = h + attn.o_proj(o.transpose(1, 2).reshape(1, length, -1))
         h = _mlp(layer, h)
     cache.length = length
-    return model.lm_head(base.norm(h[:, -1]))[0]
+    return model.lm_head(_norm(base.norm, h[:, -1]))[0]
 
 
 @torch.inference_mode()
@@ -304,22 +304,30 @@ def _llama_decode(model, seqs: list[Sequence], device: torch.device) -> torch.Te
     positions = [s.cache.length for s in seqs] + [seqs[0].cache.length] * (rows - n)
     h = base.embed_tokens(torch.tensor(last, device=device))[:, None]  # [rows, 1, hidden]
     cos, sin = base.rotary_emb(h, torch.tensor(positions, device=device)[:, None])
+    # per sequence, this step's slot in every layer, and every layer's keys so far
+    slot_k = [s.cache.k[:, :, p] for s, p in zip(seqs, positions, strict=False)]
+    slot_v = [s.cache.v[:, :, p] for s, p in zip(seqs, positions, strict=False)]
+    seen_k = [s.cache.k[:, None, :, :p + 1] for s, p in zip(seqs, positions, strict=False)]
+    seen_v = [s.cache.v[:, None, :, :p + 1] for s, p in zip(seqs, positions, strict=False)]
     for i, layer in enumerate(base.layers):
         attn = layer.self_attn
-        q, k, v = _project(attn, layer.input_layernorm(h), rows, 1, cos, sin)
-        keys = [s.cache.k[i, :, positions[j]] for j, s in enumerate(seqs)]
-        values = [s.cache.v[i, :, positions[j]] for j, s in enumerate(seqs)]
-        torch._foreach_copy_(keys + values, list(k[:n, :, 0]) + list(v[:n, :, 0]))
-        outs = [F.scaled_dot_product_attention(
-            q[j:j + 1], s.cache.k[None, i, :, :positions[j] + 1],
-            s.cache.v[None, i, :, :positions[j] + 1], scale=attn.scaling, enable_gqa=True)
-            for j, s in enumerate(seqs)]
+        q, k, v = _project(attn, _norm(layer.input_layernorm, h), rows, 1, cos, sin)
+        torch._foreach_copy_([x[i] for x in slot_k] + [x[i] for x in slot_v],
+                             list(k[:n, :, 0]) + list(v[:n, :, 0]))
+        outs = [F.scaled_dot_product_attention(q[j:j + 1], seen_k[j][i], seen_v[j][i],
+                                               scale=attn.scaling, enable_gqa=True)
+                for j in range(n)]
         outs += outs[:1] * (rows - n)
         o = torch.cat(outs).transpose(1, 2).reshape(rows, 1, -1)
         h = _mlp(layer, h + attn.o_proj(o))
     for s in seqs:
         s.cache.length += 1
-    return model.lm_head(base.norm(h[:n, 0]))
+    return model.lm_head(_norm(base.norm, h[:n, 0]))
+
+
+def _norm(module, x: torch.Tensor) -> torch.Tensor:
+    """Llama's RMSNorm as one fused op (bitwise the module's own result, checked in tests)."""
+    return F.rms_norm(x, module.weight.shape, module.weight, module.variance_epsilon)
 
 
 def _choose(logits: torch.Tensor, seq: Sequence) -> int:

@@ -161,16 +161,16 @@ def split_spec(spec: str, what: str) -> tuple[str | None, str]:
 
 
 def load_models(kernel, models: list[str], tasks: list[str], labels: list[str],
-                adapters: list[str], pins: list[str]) -> None:
+                adapters: list[str], pins: list[str], dtype: str | None = None) -> None:
     """What ``llmos-lab serve`` loads: ``--model [NAME=]SOURCE``, ``--task NAME=TASK``,
-    ``--labels NAME=a,b``, ``--adapter MODEL:ADAPTER=PATH``, ``--pin NAME``."""
+    ``--labels NAME=a,b``, ``--adapter MODEL:ADAPTER=PATH``, ``--pin NAME``, ``--dtype``."""
     task_of = dict(split_spec(s, "--task") for s in tasks)
     labels_of = {k: v.split(",") for k, v in (split_spec(s, "--labels") for s in labels)}
     for spec in models:
         name, source = split_spec(spec, "--model")
         name = name or source
         kernel.load(source, name=name, task=task_of.get(name), labels=labels_of.get(name),
-                    pin=name in pins)
+                    pin=name in pins, dtype=dtype)
     for spec in adapters:
         target, path = split_spec(spec, "--adapter")
         model, _, adapter = (target or "").partition(":")
