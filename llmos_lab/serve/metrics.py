@@ -39,6 +39,9 @@ class ServeMetrics:
                              registry=r)
         self.queued = Gauge("llmos_queue_depth", "requests waiting to join a batch",
                             registry=r)
+        self.kv_bytes = Gauge("llmos_kv_cache_bytes", "bytes of the running sequences' KV "
+                              "caches (outside the kernel's model budget)", registry=r)
+        self.kv_bytes.set_function(lambda: sum(v["cache_bytes"] for v in queue_state().values()))
         self.running.set_function(lambda: sum(v["running"] for v in queue_state().values()))
         self.queued.set_function(lambda: sum(v["queued"] for v in queue_state().values()))
         self.evictions = Counter("llmos_evictions", "models evicted from device memory",

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
 import llmos_lab as lab
+
+HANG_GUARD = 120.0
+
+
+def wait_for(condition, what: str) -> None:
+    """Wait on a condition; the bound only guards against a hang."""
+    deadline = time.monotonic() + HANG_GUARD
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.005)
 
 
 def tiny_kernel(swap_dir, budget="1GiB") -> lab.ModelKernel:

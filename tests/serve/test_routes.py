@@ -151,7 +151,8 @@ def test_health_ready_and_metrics(client, server):
     text = client.get("/metrics").text
     for name in ["llmos_requests_total", "llmos_tokens_in_total", "llmos_tokens_out_total",
                  "llmos_queue_depth", "llmos_batch_size", "llmos_time_to_first_token_seconds",
-                 "llmos_token_latency_seconds", "llmos_evictions_total", "llmos_fault_ins_total"]:
+                 "llmos_token_latency_seconds", "llmos_evictions_total", "llmos_fault_ins_total",
+                 "llmos_kv_cache_bytes"]:
         assert name in text
     m = server.metrics()
     assert m['llmos_requests_total{route="/v1/completions",status="200"}'] >= 1

@@ -4,25 +4,14 @@ models fault back in on the first request; results under eviction churn equal se
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import pytest
 
 import llmos_lab as lab
 from llmos_lab.tasks import training_task
-from tests.serve.conftest import tiny_kernel
+from tests.serve.conftest import HANG_GUARD, tiny_kernel, wait_for
 from tests.train.test_trainer import keyword_frame, tiny_config
-
-HANG_GUARD = 120.0
-
-
-def wait_for(condition, what: str) -> None:
-    deadline = time.monotonic() + HANG_GUARD
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.005)
 
 
 def train_steps(sched) -> int:
