@@ -45,7 +45,7 @@ import torch
 import llmos_lab as lab
 from llmos_lab import inference
 from llmos_lab.kernel.decode import Sequence as DecodeSequence
-from llmos_lab.kernel.decode import decode_flops
+from llmos_lab.kernel.decode import cache_kwarg, decode_flops
 from llmos_lab.tasks import training_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -350,8 +350,8 @@ def _hf_step(model, ids: list[list[int]]) -> float:
         for _ in range(8):
             mask = torch.cat([mask, torch.ones_like(token)], dim=1)
             started = time.perf_counter()
-            out = model(input_ids=token, attention_mask=mask, past_key_values=cache,
-                        use_cache=True)
+            out = model(input_ids=token, attention_mask=mask, use_cache=True,
+                        **cache_kwarg(model, cache))
             times.append(time.perf_counter() - started)
             cache = getattr(out, "cache", None) or out.past_key_values
             token = out.logits[:, -1].argmax(-1, keepdim=True)

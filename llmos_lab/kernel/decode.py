@@ -206,13 +206,13 @@ class DecodeBatch:
                 continue
             last = torch.tensor([[s.tokens[-1]]], dtype=torch.long, device=self.kernel.device)
             with self.kernel._adapter(rec, s.adapter):
-                o = rec.model(input_ids=last, use_cache=True, **_cache_kwarg(rec.model, s.cache))
+                o = rec.model(input_ids=last, use_cache=True, **cache_kwarg(rec.model, s.cache))
             s.cache = _returned_cache(o)
             out.append((s, _choose(o.logits[0, -1], s)))
         return out
 
 
-def _cache_kwarg(model, cache) -> dict[str, Any]:
+def cache_kwarg(model, cache) -> dict[str, Any]:
     """transformers 5 renamed ``past_key_values`` to ``cache``; take whichever it has."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
     params = inspect.signature(base.forward).parameters
