@@ -20,12 +20,15 @@ from __future__ import annotations
 import inspect
 import itertools
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from .. import events
 
 FAST_ARCHITECTURES = ("llama", "mistral", "qwen2")
 
@@ -46,6 +49,7 @@ class Sequence:
     cache: Any = field(default=None, repr=False)
     generator: torch.Generator | None = field(default=None, repr=False)
     order: int = 0
+    added: float = 0.0
 
     @property
     def done(self) -> bool:
@@ -103,7 +107,7 @@ class DecodeBatch:
         """Queue a sequence: it joins at the next step with room (higher priority first)."""
         if seq.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
-        seq.order = next(self._order)
+        seq.order, seq.added = next(self._order), time.perf_counter()
         if seq.temperature > 0:
             seq.generator = torch.Generator().manual_seed(0 if seq.seed is None else seq.seed)
         with self._lock:
@@ -168,6 +172,9 @@ class DecodeBatch:
                 self._finish(seq, seq.finish_reason)
         with self._lock:
             self._running = [s for s in old + joining if not s.done]
+        if done:  # what the kernel's log shows: sequences completed by this step
+            events.publish("kernel.generate", kernel=self.kernel, model=self.model, n=len(done),
+                           seconds=time.perf_counter() - min(s.added for s in done))
         return StepResult(emitted, finished + done, len(joining), len(old) + len(joining))
 
     def _accept(self, seq: Sequence, token: int) -> bool:

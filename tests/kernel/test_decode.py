@@ -62,9 +62,15 @@ def test_greedy_decoding_matches_the_kernels_generate(lm):
 def test_sequences_leave_when_done_and_the_batch_never_exceeds_its_size(lm):
     batch = lm.decoder("lm", max_batch=2)
     seqs = [batch.add(seq(lm, p, n)) for p, n in zip(PROMPTS, [1, 3, 5, 2], strict=False)]
-    sizes = []
-    while not all(s.done for s in seqs):
-        sizes.append(batch.step().batch)
+    sizes, completed = [], []
+    unsubscribe = lab.events.subscribe("kernel.generate", lambda e: completed.append(
+        e.payload["n"]))
+    try:
+        while not all(s.done for s in seqs):
+            sizes.append(batch.step().batch)
+    finally:
+        unsubscribe()
+    assert sum(completed) == 4  # the kernel's log sees every completed sequence
     assert max(sizes) == 2 and batch.running == 0 and batch.pending == 0
     assert [len(s.tokens) for s in seqs] == [1, 3, 5, 2]
     assert all(s.finish_reason == "length" and s.cache is None for s in seqs)
