@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
@@ -19,6 +20,37 @@ def wait_for(condition, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what}")
         time.sleep(0.005)
+
+
+def in_threads(call, n: int) -> None:
+    """Run ``call(0)`` ... ``call(n - 1)`` on n threads at once and wait for them all."""
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(HANG_GUARD)
+
+
+def answer(r: httpx.Response):
+    """What a request answered, comparable across runs: a text, or rows without the
+    per-class probabilities."""
+    body = r.json()
+    if r.status_code != 200:
+        raise AssertionError(f"{r.status_code}: {body}")
+    if "choices" in body:
+        c = body["choices"][0]
+        return c.get("text", c.get("message", {}).get("content"))
+    return [{k: v for k, v in d.items() if k != "probabilities"} for d in body["data"]]
+
+
+def same(a, b) -> bool:
+    """Texts, labels and tags exactly; scores to 1e-5 (a classification batch pads to its
+    longest text, which moves the last bits of a probability, as it does in kernel.infer)."""
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return all(x.keys() == y.keys() and all(
+            abs(x[k] - y[k]) <= 1e-5 if k == "score" else x[k] == y[k] for k in x)
+            for x, y in zip(a, b, strict=True))
+    return a == b
 
 
 def tiny_kernel(swap_dir, budget="1GiB") -> lab.ModelKernel:

@@ -11,6 +11,7 @@ import pytest
 
 from llmos_lab import events
 from llmos_lab.kernel.decode import Sequence, run_to_end
+from tests.serve.conftest import in_threads
 
 
 @pytest.fixture
@@ -88,12 +89,8 @@ def test_concurrent_generations_equal_serial_ones(server, oai):
         got[i] = oai.completions.create(model="lm", prompt=prompts[i], max_tokens=10,
                                         temperature=0).choices[0].text
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
+        in_threads(call, 8)
     finally:
         unsubscribe()
     assert [got[i] for i in range(8)] == serial
@@ -130,12 +127,8 @@ def test_classification_requests_in_a_window_share_one_forward_pass(server, kern
             barrier.wait()
             results[i] = c.post("/v1/classify", json={"model": "clf", "input": [f"t{i}"]})
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
+        in_threads(call, 6)
     finally:
         unsubscribe()
         server.engine.batch_window = 0.005

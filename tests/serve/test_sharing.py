@@ -3,14 +3,12 @@ models fault back in on the first request; results under eviction churn equal se
 
 from __future__ import annotations
 
-import threading
-
 import httpx
 import pytest
 
 import llmos_lab as lab
 from llmos_lab.tasks import training_task
-from tests.serve.conftest import HANG_GUARD, tiny_kernel, wait_for
+from tests.serve.conftest import HANG_GUARD, answer, in_threads, same, tiny_kernel, wait_for
 from tests.train.test_trainer import keyword_frame, tiny_config
 
 
@@ -137,14 +135,6 @@ def test_mixed_requests_from_8_threads_under_eviction_churn_equal_serial_ones(tm
     k = tiny_kernel(tmp_path / "swap", budget=budget)
     calls = churn_calls(8)
 
-    def answer(r: httpx.Response):
-        body = r.json()
-        assert r.status_code == 200, body
-        if "choices" in body:
-            c = body["choices"][0]
-            return c.get("text", c.get("message", {}).get("content"))
-        return [{k: v for k, v in d.items() if k != "probabilities"} for d in body["data"]]
-
     with lab.serve(k, port=0) as server, httpx.Client(base_url=server.url, timeout=120) as c:
         serial = [answer(c.post(route, json=body)) for route, body in calls]
         got: list = [None] * len(calls)
@@ -158,12 +148,8 @@ def test_mixed_requests_from_8_threads_under_eviction_churn_equal_serial_ones(tm
                     except Exception as exc:  # reported below
                         errors.append(exc)
 
-        threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(HANG_GUARD)
+        in_threads(worker, 8)
         assert not errors, errors[:3]
-        assert got == serial
+        assert all(same(a, b) for a, b in zip(got, serial, strict=True))
         assert server.metrics()["llmos_evictions_total"] > 10
         assert k.ps()["faults"].sum() > 10

@@ -24,18 +24,8 @@ from pathlib import Path
 import httpx
 
 import llmos_lab as lab
-from tests.serve.conftest import tiny_kernel
+from tests.serve.conftest import answer, same, tiny_kernel
 from tests.serve.test_sharing import churn_calls
-
-
-def answer(r: httpx.Response):
-    body = r.json()
-    if r.status_code != 200:
-        raise RuntimeError(f"{r.status_code}: {body}")
-    if "choices" in body:
-        c = body["choices"][0]
-        return c.get("text", c.get("message", {}).get("content"))
-    return [{k: v for k, v in d.items() if k != "probabilities"} for d in body["data"]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         for t in threads:
             t.join()
         metrics = server.metrics()
+    differ = [(calls[i], got[i], serial[i]) for i in range(total) if not same(got[i], serial[i])]
     line = {"requests": total, "threads": args.threads, "failures": len(failures),
-            "mismatches": sum(a != b for a, b in zip(got, serial, strict=True)),
+            "mismatches": len(differ), "first_mismatches": [repr(d)[:400] for d in differ[:3]],
             "evictions": metrics["llmos_evictions_total"],
             "fault_ins": metrics["llmos_fault_ins_total"],
             "concurrent_seconds": round(time.perf_counter() - concurrent_started, 1),
