@@ -118,7 +118,7 @@ def test_token_classification_gives_one_tag_per_word(client):
 def test_classification_requests_in_a_window_share_one_forward_pass(server, kernel):
     calls = []
     unsubscribe = events.subscribe("kernel.infer", lambda e: calls.append(e.payload["n"]))
-    server.engine.batch_window = 0.5  # generous, so the test does not depend on speed
+    server.engine.batch_window = 1.0  # generous, so the test does not depend on speed
     barrier = threading.Barrier(6)
     results = {}
 
