@@ -78,7 +78,7 @@ LABELS = "negative,neutral,positive"
 
 
 class Process:
-    """A server in a child process; its first stdout line names its URL."""
+    """A server in a child process; a line of its stdout names its URL."""
 
     def __init__(self, args: list[str]):
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -88,15 +88,13 @@ class Process:
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=lambda: [lines.put(x) for x in self.proc.stdout],
                          daemon=True).start()
-        try:
-            first = lines.get(timeout=HANG_GUARD)
-        except queue.Empty:
-            self.stop()
-            raise RuntimeError(f"{args} did not start") from None
-        found = re.search(r"http://\S+", first)
-        if not found:
-            self.stop()
-            raise RuntimeError(f"{args} printed {first!r}")
+        found = None
+        while found is None:  # the line naming its URL comes once the models are loaded
+            try:
+                found = re.search(r"http://\S+", lines.get(timeout=HANG_GUARD))
+            except queue.Empty:
+                self.stop()
+                raise RuntimeError(f"{args} did not start") from None
         self.url = found.group(0)
 
     def stop(self) -> None:

@@ -147,11 +147,15 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from ._io import quiet
     from .kernel import ModelKernel
     from .serve import Server, load_models, read_keys
 
     kernel = ModelKernel(memory_budget=args.memory_budget)
-    load_models(kernel, args.model, args.task, args.labels, args.adapter, args.pin, args.dtype)
+    print(f"loading {', '.join(args.model) or 'no models'} ...", flush=True)
+    with quiet():  # transformers' progress bars and GGUF notes are not the server's output
+        load_models(kernel, args.model, args.task, args.labels, args.adapter, args.pin,
+                    args.dtype)
     server = Server(kernel, host=args.host, port=args.port, api_keys=read_keys(args.api_keys),
                     max_batch=args.max_batch, log_level=args.log_level)
     names = ", ".join(m["id"] for m in server.app.state.models()) or "no models"

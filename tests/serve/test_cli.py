@@ -21,14 +21,15 @@ HANG_GUARD = 120
 
 def start(*args: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "llmos_lab.cli", "serve", "--port", "0",
-                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             *args], stdout=subprocess.PIPE, text=True)
     lines: queue.Queue = queue.Queue()
     proc.reader = threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout],
                                    daemon=True)
     proc.reader.start()
-    first = lines.get(timeout=HANG_GUARD)
-    url = re.search(r"http://\S+", first)
-    assert url, first + proc.stderr.read()
+    url = None
+    while url is None:  # "loading ...", then "serving ... on http://..."
+        line = lines.get(timeout=HANG_GUARD)
+        url = re.search(r"http://\S+", line)
     proc.lines = lines
     return proc, url.group(0)
 
