@@ -50,6 +50,8 @@ class Sequence:
     generator: torch.Generator | None = field(default=None, repr=False)
     order: int = 0
     added: float = 0.0
+    preemptions: int = 0
+    preempt_asked: str | None = None  # "keep" (the KV cache) or "drop" (recompute it)
 
     @property
     def done(self) -> bool:
@@ -98,6 +100,7 @@ class DecodeBatch:
         self.kernel, self.model, self.max_batch = kernel, model, int(max_batch)
         self._pending: list[Sequence] = []
         self._running: list[Sequence] = []
+        self._parked: list[Sequence] = []  # preempted, waiting for resume()
         self._lock = threading.Lock()
         self._order = itertools.count()
 
@@ -124,6 +127,52 @@ class DecodeBatch:
             elif seq.finish_reason is None:
                 seq.finish_reason = reason
 
+    def preempt(self, seq: Sequence, keep_cache: bool = True) -> None:
+        """Take a sequence out at the next step and park it until ``resume``. With its KV
+        cache kept it goes on exactly where it was; dropped (memory is short), the cache is
+        rebuilt from its tokens when it rejoins (the same tokens up to floating-point
+        rounding)."""
+        with self._lock:
+            if seq in self._pending:
+                self._pending.remove(seq)
+                self._park(seq, keep_cache)
+            elif not seq.done:
+                seq.preempt_asked = "keep" if keep_cache else "drop"
+
+    def resume(self, seq: Sequence) -> None:
+        """A parked sequence queues again (by priority) for the next step with room."""
+        with self._lock:
+            seq.preempt_asked = None
+            if seq in self._parked:
+                self._parked.remove(seq)
+                self._pending.append(seq)
+
+    def _park(self, seq: Sequence, keep_cache: bool) -> None:
+        seq.preempt_asked, seq.preemptions = None, seq.preemptions + 1
+        if not keep_cache:
+            seq.cache = None
+        self._parked.append(seq)
+
+    def _admit(self) -> list[Sequence]:
+        """Under the lock: who joins this step. Higher priority first; a waiting sequence of
+        higher priority than the lowest running one takes its place (that one keeps its KV
+        cache and waits), as vLLM preempts."""
+        for seq in [s for s in self._running if s.preempt_asked]:
+            self._running.remove(seq)
+            self._park(seq, seq.preempt_asked == "keep")
+        self._pending.sort(key=lambda s: (-s.priority, s.order))
+        while self._pending and self._running and len(self._running) >= self.max_batch:
+            low = min(self._running, key=lambda s: (s.priority, -s.order))
+            if self._pending[0].priority <= low.priority:
+                break
+            self._running.remove(low)  # waits with its KV cache, first in line for room
+            low.preemptions += 1
+            self._pending.append(low)
+            self._pending.sort(key=lambda s: (-s.priority, s.order))
+        room = max(self.max_batch - len(self._running), 0)
+        joining, self._pending = self._pending[:room], self._pending[room:]
+        return joining
+
     @property
     def running(self) -> int:
         return len(self._running)
@@ -147,9 +196,7 @@ class DecodeBatch:
         with self._lock:
             finished = [s for s in self._running if s.done]
             self._running = [s for s in self._running if not s.done]
-            room = self.max_batch - len(self._running)
-            self._pending.sort(key=lambda s: (-s.priority, s.order))
-            joining, self._pending = self._pending[:max(room, 0)], self._pending[max(room, 0):]
+            joining = self._admit()
         for s in finished:
             self._finish(s, "cancelled")
         if not joining and not self._running:
@@ -160,9 +207,13 @@ class DecodeBatch:
             if fast:
                 prepare_layout(rec.model)
             old = list(self._running)
+            resumed = [s for s in joining if s.cache is not None]  # preempted with their KV
             for seq in joining:
-                chosen.append((seq, self._prefill(rec, seq, fast)))
-            chosen += self._decode(rec, old, fast)
+                if seq.cache is None:
+                    token = self._prefill(rec, seq, fast)
+                    if not seq.tokens:  # a rebuilt cache re-predicts a token already out
+                        chosen.append((seq, token))
+            chosen += self._decode(rec, old + resumed, fast)
         done, emitted = [], []
         for seq, token in chosen:
             if self._accept(seq, token):
@@ -189,7 +240,10 @@ class DecodeBatch:
         return True
 
     def _prefill(self, rec, seq: Sequence, fast: bool) -> int:
-        ids = torch.tensor([seq.prompt], dtype=torch.long, device=self.kernel.device)
+        """The prompt (and, after a preemption that dropped the cache, every token but the
+        last, which the next decode step feeds) through the model at once."""
+        context = seq.prompt + seq.tokens[:-1]
+        ids = torch.tensor([context], dtype=torch.long, device=self.kernel.device)
         if fast and seq.adapter is None:
             seq.cache = _new_cache(rec.model, len(seq.prompt) + seq.max_new_tokens)
             logits = _llama_prefill(rec.model, ids, seq.cache)

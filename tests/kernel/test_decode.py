@@ -169,3 +169,55 @@ def test_decode_flops_counts_every_linear_layer(lm):
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     assert decode_flops(model, 4) == 2 * 4 * linear
     assert decode_flops(model, 4, context=10) > decode_flops(model, 4)
+
+
+def test_a_greedy_generation_preempted_five_times_gives_the_same_tokens(lm):
+    want = alone(lm, PROMPTS[5], 20)
+    batch = lm.decoder("lm")
+    s = batch.add(seq(lm, PROMPTS[5], 20))
+    other = batch.add(seq(lm, PROMPTS[0], 40))  # the batch goes on without it meanwhile
+    steps = 0
+    while not s.done:
+        batch.step()
+        steps += 1
+        if steps % 3 == 0 and s.preemptions < 5:
+            batch.preempt(s)  # keeps its KV cache while it waits
+            batch.step()
+            batch.step()      # out for these steps; the other sequence goes on
+            assert batch.running == 1 and s.cache is not None and s.preemptions
+            batch.resume(s)
+    assert s.preemptions == 5 and s.tokens == want
+    batch.cancel(other)
+
+
+def test_a_preemption_that_drops_the_cache_rebuilds_it_from_the_tokens(lm):
+    batch = lm.decoder("lm")
+    a, b = batch.add(seq(lm, PROMPTS[3], 12)), batch.add(seq(lm, PROMPTS[3], 12))
+    for _ in range(5):
+        batch.step()
+    batch.preempt(a, keep_cache=False)
+    batch.step()
+    assert a.cache is None and batch.running == 1  # memory given back while it waits
+    batch.resume(a)
+    batch.step()  # one prefill rebuilds the keys and values the decode steps had written
+    n = a.cache.length
+    assert n == len(a.prompt) + len(a.tokens) - 1 and a.tokens == b.tokens[:len(a.tokens)]
+    torch.testing.assert_close(a.cache.k[:, :, :n], b.cache.k[:, :, :n], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a.cache.v[:, :, :n], b.cache.v[:, :, :n], atol=1e-5, rtol=1e-5)
+    while not (a.done and b.done):
+        batch.step()
+    assert len(a.tokens) == 12 and a.preemptions == 1
+
+
+def test_a_higher_priority_arrival_preempts_the_lowest_in_a_full_batch(lm):
+    want = alone(lm, PROMPTS[1], 10)
+    batch = lm.decoder("lm", max_batch=1)
+    low = batch.add(seq(lm, PROMPTS[1], 10, priority=1))
+    batch.step()
+    batch.step()
+    high = batch.add(seq(lm, PROMPTS[2], 3, priority=5))
+    batch.step()
+    assert len(low.tokens) == 2 and high.tokens and low.preemptions == 1
+    while not (low.done and high.done):
+        batch.step()
+    assert low.tokens == want and len(high.tokens) == 3

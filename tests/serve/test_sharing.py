@@ -3,6 +3,9 @@ models fault back in on the first request; results under eviction churn equal se
 
 from __future__ import annotations
 
+import json
+import threading
+
 import httpx
 import pytest
 
@@ -153,3 +156,45 @@ def test_mixed_requests_from_8_threads_under_eviction_churn_equal_serial_ones(tm
         assert all(same(a, b) for a, b in zip(got, serial, strict=True))
         assert server.metrics()["llmos_evictions_total"] > 10
         assert k.ps()["faults"].sum() > 10
+
+
+def test_a_higher_priority_request_preempts_one_in_a_full_batch(kernel):
+    """max_batch=1: the urgent request takes the running one's place at the next token; the
+    preempted one keeps its KV cache and its answer is unchanged. The scheduler is paused
+    while the urgent request queues, so nothing here depends on speed."""
+    body = {"model": "lm", "prompt": "a long story", "max_tokens": 60, "temperature": 0,
+            "ignore_eos": True}
+    sched = lab.Scheduler(policy="priority")
+    with lab.serve(kernel, port=0, max_batch=1, scheduler=sched) as server:
+        url = server.url + "/v1/completions"
+        alone = httpx.post(url, json=body, timeout=HANG_GUARD).json()["choices"][0]["text"]
+        finished = []
+
+        def send(name: str, extra: dict) -> None:
+            with httpx.stream("POST", url, json={**body, "stream": True, **extra},
+                              timeout=HANG_GUARD) as r:
+                pieces = []
+                for line in r.iter_lines():
+                    if line.startswith("data: {"):
+                        pieces.append(json.loads(line[6:])["choices"][0]["text"])
+                finished.append((name, "".join(pieces)))
+
+        def pause_after_first_step(event) -> None:  # on the scheduler's own thread
+            if event.payload["task"].startswith("serve:"):
+                sched.stop(wait=False)
+
+        unsubscribe = lab.events.subscribe("sched.step", pause_after_first_step)
+        low = threading.Thread(target=send, args=("low", {"priority": 1}))
+        low.start()
+        wait_for(lambda: not sched.running, "the pause after low's first step")
+        unsubscribe()
+        urgent = threading.Thread(target=send, args=("urgent", {"priority": 5,
+                                                                 "max_tokens": 3}))
+        urgent.start()
+        wait_for(lambda: server.engine.state()["lm"]["queued"] == 1, "the urgent request")
+        sched.start()
+        low.join(HANG_GUARD)
+        urgent.join(HANG_GUARD)
+    sched.stop()
+    assert [name for name, _ in finished] == ["urgent", "low"]
+    assert dict(finished)["low"] == alone
