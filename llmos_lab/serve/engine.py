@@ -20,8 +20,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
-
 from ..kernel import DecodeBatch, Sequence
 from ..scheduler import Scheduler, Task
 
@@ -73,7 +71,6 @@ class NullMetrics:
     def first_token(self, seconds: float) -> None: ...
     def token(self, seconds: float) -> None: ...
     def tokens_out(self, n: int) -> None: ...
-    def batch(self, running: int, queued: int) -> None: ...
 
 
 class ServingEngine:
@@ -219,7 +216,6 @@ class ServingEngine:
         self.metrics.tokens_out(len(result.emitted))
         with self._lock:
             finished = [q.jobs.pop(s) for s in result.finished if s in q.jobs]
-            self.metrics.batch(q.batch.running, q.batch.pending)
         for job in finished:
             job.notify("done", job.seq.finish_reason)
         return len(result.emitted)
@@ -271,7 +267,3 @@ class ServingEngine:
             q.task_id = None
         for job in jobs:
             job.notify("error", exc)
-
-
-def frame_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return frame.to_dict(orient="records")

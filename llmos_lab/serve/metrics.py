@@ -66,9 +66,6 @@ class ServeMetrics:
     def tokens_out(self, n: int) -> None:
         self.tokens_out_count.inc(n)
 
-    def batch(self, running: int, queued: int) -> None:
-        """Gauges read the engine's state when scraped; nothing to store."""
-
     def text(self) -> bytes:
         return generate_latest(self.registry)
 
