@@ -17,8 +17,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"allocator", "assets", "constraints", "datasets", "devices", "errors", "events",
-               "inference", "kernel", "loading", "metrics", "model_task", "pipelines",
+_SUBMODULES = {"agents", "allocator", "assets", "constraints", "datasets", "devices", "errors",
+               "events", "inference", "kernel", "loading", "metrics", "model_task", "pipelines",
                "ray_backend", "registry", "scheduler", "serve", "simulation", "tasks", "train",
                "units"}
 _MOVED = {  # old flat path -> module inside a room

@@ -228,3 +228,18 @@ class RequestError(LlmosError, ValueError):
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param,
                           "code": self.code}}
+
+
+class AgentError(LlmosError, RuntimeError):
+    """An agent did something the runtime cannot carry out (not a syscall, an unknown agent,
+    a spawn name taken, a receive that timed out); names the agent and the syscall."""
+
+
+class PermissionDenied(AgentError, PermissionError):
+    """A syscall outside the agent's capabilities; raised inside the agent's program, which
+    may catch it, and written to the runtime's audit log."""
+
+
+class DeadlockError(AgentError):
+    """Every live agent waits on another (or on a message that cannot come); says who waits
+    on what."""

@@ -1,0 +1,26 @@
+"""Agents: programs that run on the kernel, talk through mailboxes, and are checked on every
+syscall.
+
+``syscalls.py`` what a program may yield; ``runtime.py`` the runtime that runs programs as
+processes, batches their model calls and wakes them; ``mailbox.py`` bounded mailboxes with
+topics; ``capabilities.py`` what each agent may do. (Planned: the AgentView widget and a
+triage notebook.)
+"""
+
+from .capabilities import Capabilities
+from .runtime import Context, Runtime
+from .syscalls import (
+    Classify,
+    Generate,
+    Join,
+    Message,
+    Recv,
+    Send,
+    Sleep,
+    Spawn,
+    Subscribe,
+    Tool,
+)
+
+__all__ = ["Capabilities", "Classify", "Context", "Generate", "Join", "Message", "Recv",
+           "Runtime", "Send", "Sleep", "Spawn", "Subscribe", "Tool"]

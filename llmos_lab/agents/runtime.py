@@ -1,0 +1,391 @@
+"""The agent runtime: programs as processes whose every model call, message and tool use is
+a syscall the runtime checks, schedules and batches.
+
+An agent's program is a generator function; it yields syscalls (``syscalls.py``) and gets
+their results back. The runtime goes round: every ready agent runs until it blocks; then the
+model calls of all blocked agents go to the kernel together (classifications of one model as
+one ``kernel.infer``, generations into the model's running decode batch, one token step per
+round); then timers, messages and joins wake who they can. Agents run one at a time on the
+runtime's thread, so the ``memory`` dict a parent shares with its children needs no lock.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ..errors import AgentError, ConfigError, DeadlockError, PermissionDenied
+from ..kernel import Sequence
+from ..scheduler import Task
+from . import syscalls as sc
+from .capabilities import Capabilities
+from .mailbox import Mailbox
+from .models import ModelCalls
+
+IMMEDIATE_PER_TURN = 1000  # syscalls one agent may make in a turn before others get theirs
+
+
+@dataclass(eq=False)
+class Agent:
+    """The process control block of one agent."""
+
+    pid: int
+    name: str
+    gen: Generator
+    caps: Capabilities
+    priority: int
+    parent: str | None
+    memory: dict
+    mailbox: Mailbox
+    created: float
+    state: str = "ready"  # ready | blocked | done | failed | killed
+    waiting: str = ""
+    call: Any = None
+    value: Any = None
+    throw: BaseException | None = None
+    result: Any = None
+    error: BaseException | None = None
+    syscalls: int = 0
+    tokens: int = 0
+    blocked_seconds: float = 0.0
+    blocked_since: float | None = None
+    deadline: float | None = None
+    finished: float | None = None
+    children: list[str] = field(default_factory=list)
+    seq: Sequence | None = None
+
+
+@dataclass
+class Context:
+    """What a program whose first parameter is ``ctx`` receives."""
+
+    name: str
+    memory: dict
+
+
+class Runtime(ModelCalls):
+    """Run agents on a :class:`~llmos_lab.kernel.ModelKernel`."""
+
+    def __init__(self, kernel=None, scheduler=None, *, tools: dict[str, Callable] | None = None,
+                 mailbox_size: int = 16, max_batch: int = 16):
+        self.kernel, self.scheduler = kernel, scheduler
+        self.tools = dict(tools or {})
+        self.mailbox_size, self.max_batch = mailbox_size, max_batch
+        self._agents: dict[str, Agent] = {}
+        self._pid = itertools.count(1)
+        self._origin = time.perf_counter()
+        self._messages: list[sc.Message] = []
+        self._audit: list[dict] = []
+        self._classify: list[Agent] = []
+        self._batches: dict[str, Any] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ public
+
+    def spawn(self, program: Callable[..., Generator], *args: Any, name: str,
+              capabilities: dict | Capabilities | None = None, priority: int = 1,
+              _parent: Agent | None = None) -> str:
+        if not isinstance(name, str) or not name:
+            raise ConfigError("name", name, "a non-empty agent name")
+        if name in self._agents:
+            raise AgentError(f"an agent named {name!r} exists already; pick another name")
+        caps = _parent.caps if _parent else Capabilities.parse(capabilities, name)
+        memory = _parent.memory if _parent else {}
+        if not callable(program):
+            raise ConfigError(f"{name}.program", program, "a generator function")
+        params = list(inspect.signature(program).parameters)
+        gen = program(Context(name, memory), *args) if params[:1] == ["ctx"] else program(*args)
+        if not inspect.isgenerator(gen):
+            raise AgentError(f"agent {name!r}: {getattr(program, '__name__', program)} did not "
+                             f"return a generator (a program yields syscalls)")
+        self._agents[name] = Agent(next(self._pid), name, gen, caps, priority,
+                                   _parent.name if _parent else None, memory,
+                                   Mailbox(self.mailbox_size), self._now())
+        if _parent:
+            _parent.children.append(name)
+        return name
+
+    def kill(self, name: str) -> None:
+        """Stop an agent and, first, its children."""
+        agent = self._get(name)
+        for child in list(agent.children):
+            self.kill(child)
+        if agent.state in ("ready", "blocked"):
+            self._end(agent, "killed")
+
+    def run(self, until: Callable[[Runtime], bool] | None = None,
+            timeout: float | None = None) -> Runtime:
+        """Go round until every agent has ended (or ``until(runtime)`` is true)."""
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        while not self._stop.is_set() and any(a.state in ("ready", "blocked")
+                                               for a in self._agents.values()):
+            if until is not None and until(self):
+                break
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+            self.round()
+        return self
+
+    def start(self) -> Runtime:
+        """Run in the background until every agent has ended or :meth:`stop`: as a task of
+        the runtime's scheduler, one round per step (so agents share the machine with
+        training under its policy), or else on a thread of its own."""
+        self._stop.clear()
+        if self.scheduler is not None:
+            self.scheduler.submit(Task(f"agents:{id(self):x}", self._rounds(), "agents"))
+            self.scheduler.start()
+            return self
+        self._thread = threading.Thread(target=self.run, name="llmos-lab-agents", daemon=True)
+        self._thread.start()
+        return self
+
+    def _rounds(self):
+        while not self._stop.is_set() and self._live():
+            self.round()
+            yield len(self._live())
+
+    def wait(self, timeout: float = 600.0) -> bool:
+        """Until every agent has ended (True) or ``timeout`` seconds passed (False)."""
+        deadline = time.monotonic() + timeout
+        while self._live():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def result(self, name: str) -> Any:
+        agent = self._get(name)
+        if agent.state == "failed":
+            raise AgentError(f"agent {name!r} failed: {agent.error!r}") from agent.error
+        return agent.result
+
+    def ps(self) -> pd.DataFrame:
+        now = self._now()
+        return pd.DataFrame([{
+            "pid": a.pid, "name": a.name, "parent": a.parent, "state": a.state,
+            "waiting_on": a.waiting if a.state == "blocked" else "", "syscalls": a.syscalls,
+            "tokens": a.tokens, "blocked_seconds": a.blocked_seconds + (
+                now - a.blocked_since if a.blocked_since is not None else 0.0),
+            "turnaround_seconds": (a.finished if a.finished is not None else now) - a.created,
+            "error": None if a.error is None else repr(a.error),
+        } for a in self._agents.values()])
+
+    def messages(self) -> pd.DataFrame:
+        return pd.DataFrame([{"time": m.time, "sender": m.sender, "receiver": m.receiver,
+                              "topic": m.topic, "size": len(repr(m.body))}
+                             for m in self._messages],
+                            columns=["time", "sender", "receiver", "topic", "size"])
+
+    def audit(self) -> pd.DataFrame:
+        return pd.DataFrame(self._audit, columns=["time", "agent", "syscall", "reason"])
+
+    # ------------------------------------------------------------------ a round
+
+    def round(self) -> None:
+        """Every ready agent runs until it blocks; model calls go out together; who can
+        wake, wakes. Raises DeadlockError when nobody can ever move again."""
+        for agent in sorted(self._ready(), key=lambda a: (-a.priority, a.pid)):
+            self._turn(agent)
+        moved = self._flush_models()
+        woken = self._wake()
+        if not self._ready() and not moved and not woken:
+            self._idle()
+
+    def _turn(self, agent: Agent) -> None:
+        for _ in range(IMMEDIATE_PER_TURN):
+            if agent.state != "ready":
+                return
+            try:
+                call = agent.gen.throw(agent.throw) if agent.throw is not None else \
+                    agent.gen.send(agent.value)
+            except StopIteration as stop:
+                agent.result = stop.value
+                self._end(agent, "done")
+                return
+            except Exception as exc:  # the agent fails; the others go on
+                agent.error = exc
+                self._end(agent, "failed")
+                return
+            agent.value, agent.throw = None, None
+            self._syscall(agent, call)
+
+    def _syscall(self, agent: Agent, call: Any) -> None:
+        if not isinstance(call, sc.SYSCALLS):
+            agent.throw = AgentError(f"agent {agent.name!r} yielded {call!r}, not a syscall "
+                                     f"(one of {', '.join(c.__name__ for c in sc.SYSCALLS)})")
+            return
+        reason = agent.caps.refuse(call, agent.syscalls, agent.tokens)
+        agent.syscalls += 1
+        if reason is not None:
+            self._audit.append({"time": self._now(), "agent": agent.name,
+                                "syscall": type(call).__name__, "reason": reason})
+            agent.throw = PermissionDenied(f"agent {agent.name!r}: {type(call).__name__} "
+                                           f"denied: {reason}")
+            return
+        handler = getattr(self, f"_do_{type(call).__name__.lower()}")
+        handler(agent, call)
+
+    # ------------------------------------------------------------------ syscalls
+
+    def _block(self, agent: Agent, call: Any, waiting: str, deadline: float | None = None):
+        agent.state, agent.call, agent.waiting = "blocked", call, waiting
+        agent.blocked_since, agent.deadline = self._now(), deadline
+
+    def _unblock(self, agent: Agent, value: Any = None, throw: BaseException | None = None):
+        agent.blocked_seconds += self._now() - (agent.blocked_since or self._now())
+        agent.state, agent.call, agent.waiting, agent.blocked_since = "ready", None, "", None
+        agent.value, agent.throw, agent.deadline = value, throw, None
+
+    def _do_send(self, agent: Agent, call: sc.Send) -> None:
+        targets = self._targets(agent, call)
+        if targets is None:
+            return
+        if any(len(t.mailbox) >= t.mailbox.capacity for t in targets):
+            self._block(agent, call, f"full mailbox of {call.to or call.topic}")
+            return
+        for target in targets:
+            message = sc.Message(self._now(), agent.name, target.name, call.topic, call.message)
+            target.mailbox.offer(message)
+            self._messages.append(message)
+
+    def _targets(self, agent: Agent, call: sc.Send) -> list[Agent] | None:
+        if call.to is None:
+            if call.topic is None:
+                agent.throw = AgentError(f"agent {agent.name!r}: Send needs to= or topic=")
+                return None
+            return [a for a in self._agents.values() if call.topic in a.mailbox.topics
+                    and a.state in ("ready", "blocked") and a is not agent]
+        target = self._agents.get(call.to)
+        if target is None or target.state not in ("ready", "blocked"):
+            agent.throw = AgentError(f"agent {agent.name!r}: Send to {call.to!r}: no such "
+                                     f"running agent (running: {', '.join(self._live())})")
+            return None
+        return [target]
+
+    def _do_recv(self, agent: Agent, call: sc.Recv) -> None:
+        message = agent.mailbox.take(call.topic)
+        if message is not None:
+            agent.value = message
+            return
+        deadline = None if call.timeout is None else self._now() + call.timeout
+        self._block(agent, call, f"message{f' on {call.topic}' if call.topic else ''}", deadline)
+
+    def _do_subscribe(self, agent: Agent, call: sc.Subscribe) -> None:
+        agent.mailbox.topics.add(call.topic)
+
+    def _do_tool(self, agent: Agent, call: sc.Tool) -> None:
+        tool = self.tools.get(call.name)
+        if tool is None:
+            agent.throw = AgentError(f"agent {agent.name!r}: no tool {call.name!r} (tools: "
+                                     f"{', '.join(self.tools) or '(none)'})")
+            return
+        try:
+            agent.value = tool(**call.args)
+        except Exception as exc:
+            agent.throw = AgentError(f"agent {agent.name!r}: tool {call.name!r} raised "
+                                     f"{type(exc).__name__}: {exc}")
+            agent.throw.__cause__ = exc
+
+    def _do_spawn(self, agent: Agent, call: sc.Spawn) -> None:
+        try:
+            agent.value = self.spawn(call.program, *call.args, name=call.name,
+                                     priority=agent.priority, _parent=agent)
+        except (AgentError, ConfigError) as exc:
+            agent.throw = exc
+
+    def _do_join(self, agent: Agent, call: sc.Join) -> None:
+        if call.name not in self._agents:
+            agent.throw = AgentError(f"agent {agent.name!r}: Join {call.name!r}: no such agent")
+            return
+        self._block(agent, call, f"join {call.name}")
+        self._wake_join(agent)
+
+    def _do_sleep(self, agent: Agent, call: sc.Sleep) -> None:
+        self._block(agent, call, "sleep", self._now() + max(0.0, float(call.seconds)))
+
+    # ------------------------------------------------------------------ models and waking
+
+    def _wake(self) -> bool:
+        woken = False
+        now = self._now()
+        for agent in [a for a in self._agents.values() if a.state == "blocked"]:
+            before = agent.state
+            if isinstance(agent.call, sc.Recv):
+                message = agent.mailbox.take(agent.call.topic)
+                if message is not None:
+                    self._unblock(agent, message)
+                elif agent.deadline is not None and now >= agent.deadline:
+                    self._unblock(agent, throw=AgentError(
+                        f"agent {agent.name!r}: Recv timed out after {agent.call.timeout:g} s"))
+            elif isinstance(agent.call, sc.Sleep) and now >= agent.deadline:
+                self._unblock(agent)
+            elif isinstance(agent.call, sc.Send):
+                call = agent.call
+                self._unblock(agent)
+                self._do_send(agent, call)
+            elif isinstance(agent.call, sc.Join):
+                self._wake_join(agent)
+            woken |= before != agent.state
+        return woken
+
+    def _wake_join(self, agent: Agent) -> None:
+        child = self._agents[agent.call.name]
+        if child.state == "done":
+            self._unblock(agent, child.result)
+        elif child.state in ("failed", "killed"):
+            self._unblock(agent, throw=AgentError(f"agent {agent.name!r}: Join {child.name!r}: "
+                                                  f"it {child.state} ({child.error!r})"))
+
+    def _idle(self) -> None:
+        """Nothing ran: sleep until the next timer, or report the deadlock."""
+        blocked = [a for a in self._agents.values() if a.state == "blocked"]
+        timers = [a.deadline for a in blocked if a.deadline is not None]
+        if timers:
+            time.sleep(max(0.0, min(timers) - self._now()))
+            return
+        if blocked:
+            waits = "; ".join(f"{a.name} waits on {a.waiting}" for a in blocked)
+            self._stop.set()
+            raise DeadlockError(f"deadlock: every live agent is blocked and nothing can wake "
+                                f"them: {waits}")
+
+    # ------------------------------------------------------------------ helpers
+
+    def _end(self, agent: Agent, state: str) -> None:
+        if state == "killed":
+            agent.gen.close()
+            if agent.seq is not None and agent.call is not None:
+                self._batches[agent.call.model].cancel(agent.seq)
+        agent.state, agent.finished, agent.waiting = state, self._now(), ""
+
+    def _need_kernel(self, agent: Agent, call: Any) -> None:
+        if self.kernel is None:
+            raise AgentError(f"agent {agent.name!r}: {type(call).__name__} needs a runtime "
+                             f"with a kernel: Runtime(kernel)")
+
+    def _ready(self) -> list[Agent]:
+        return [a for a in self._agents.values() if a.state == "ready"]
+
+    def _live(self) -> list[str]:
+        return [a.name for a in self._agents.values() if a.state in ("ready", "blocked")]
+
+    def _get(self, name: str) -> Agent:
+        if name not in self._agents:
+            raise AgentError(f"no agent {name!r} (agents: {', '.join(self._agents)})")
+        return self._agents[name]
+
+    def _now(self) -> float:
+        return time.perf_counter() - self._origin
