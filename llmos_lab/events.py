@@ -55,6 +55,8 @@ TOPICS: dict[str, Topic] = {
                           "a batch of texts was classified or tagged"),
     "kernel.generate": Topic(("kernel", "model", "n", "seconds"), "prompts were completed"),
     "kernel.adapter": Topic(("kernel", "model", "adapter", "bytes"), "an adapter was added"),
+    "agents.round": Topic(("runtime", "ready", "blocked"),
+                          "the agent runtime went round once (its agents moved)"),
     "sched.submit": Topic(("scheduler", "task"), "a task was submitted"),
     "sched.change": Topic(("scheduler", "task"), "a task's priority or weight changed "
                           "(the new value as 'priority' or 'weight')", open=True),

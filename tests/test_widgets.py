@@ -132,12 +132,12 @@ def test_byte_unit_picks_a_readable_scale():
     assert byte_unit(100) == (1.0, "B")
 
 
-def test_package_exports_the_six_views_lazily():
+def test_package_exports_the_seven_views_lazily():
     import llmos_lab.widgets as w
 
     assert sorted(w.__all__) == sorted(["AllocationView", "SchedulerView",
                                         "TrainingDashboard", "ReportView", "KernelMonitor",
-                                        "ResultsView"])
+                                        "ResultsView", "AgentView"])
     assert w.AllocationView.__module__ == "llmos_lab.widgets.allocation"
     with pytest.raises(AttributeError, match="Nope"):
         _ = w.Nope

@@ -10,7 +10,8 @@ mimebundle so notebooks run by papermill stay readable:
 - :class:`TrainingDashboard` (Trainers): live curves, progress, ETA and a Stop button;
 - :class:`ReportView` (ClassificationReports): per-class table, confusion, differences;
 - :class:`KernelMonitor` (a ModelKernel): models by state against the budget, actions;
-- :class:`ResultsView` (a results database): a metric over the nights, a night's runs.
+- :class:`ResultsView` (a results database): a metric over the nights, a night's runs;
+- :class:`AgentView` (an agent Runtime): messages between agents, each agent's syscalls.
 
 Views load on first use, so importing this package stays as light as the core.
 """
@@ -27,6 +28,7 @@ _EXPORTS = {
     "ReportView": "report",
     "KernelMonitor": "kernel",
     "ResultsView": "results",
+    "AgentView": "agents",
 }
 
 __all__ = sorted(_EXPORTS)

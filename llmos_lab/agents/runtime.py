@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from .. import events
 from ..errors import AgentError, ConfigError, DeadlockError, PermissionDenied
 from ..kernel import Sequence
 from ..scheduler import Task
@@ -84,6 +85,7 @@ class Runtime(ModelCalls):
         self._messages: list[sc.Message] = []
         self._audit: list[dict] = []
         self._classify: list[Agent] = []
+        self._spans: list[tuple[str, str, float, float]] = []  # agent, kind, start, end
         self._batches: dict[str, Any] = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -198,9 +200,13 @@ class Runtime(ModelCalls):
         """Every ready agent runs until it blocks; model calls go out together; who can
         wake, wakes. Raises DeadlockError when nobody can ever move again."""
         for agent in sorted(self._ready(), key=lambda a: (-a.priority, a.pid)):
+            started = self._now()
             self._turn(agent)
+            self._spans.append((agent.name, "running", started, self._now()))
         moved = self._flush_models()
         woken = self._wake()
+        events.publish("agents.round", runtime=self, ready=len(self._ready()),
+                       blocked=sum(a.state == "blocked" for a in self._agents.values()))
         if not self._ready() and not moved and not woken:
             self._idle()
 
@@ -240,11 +246,18 @@ class Runtime(ModelCalls):
 
     # ------------------------------------------------------------------ syscalls
 
+    def timeline(self) -> pd.DataFrame:
+        """One row per span of each agent: running its program, waiting on a model call,
+        in a tool, or blocked (message, join, sleep, full mailbox)."""
+        return pd.DataFrame(self._spans, columns=["agent", "kind", "start", "end"])
+
     def _block(self, agent: Agent, call: Any, waiting: str, deadline: float | None = None):
         agent.state, agent.call, agent.waiting = "blocked", call, waiting
         agent.blocked_since, agent.deadline = self._now(), deadline
 
     def _unblock(self, agent: Agent, value: Any = None, throw: BaseException | None = None):
+        kind = "model" if isinstance(agent.call, sc.MODEL_CALLS) else "blocked"
+        self._spans.append((agent.name, kind, agent.blocked_since or self._now(), self._now()))
         agent.blocked_seconds += self._now() - (agent.blocked_since or self._now())
         agent.state, agent.call, agent.waiting, agent.blocked_since = "ready", None, "", None
         agent.value, agent.throw, agent.deadline = value, throw, None
@@ -292,12 +305,15 @@ class Runtime(ModelCalls):
             agent.throw = AgentError(f"agent {agent.name!r}: no tool {call.name!r} (tools: "
                                      f"{', '.join(self.tools) or '(none)'})")
             return
+        started = self._now()
         try:
             agent.value = tool(**call.args)
         except Exception as exc:
             agent.throw = AgentError(f"agent {agent.name!r}: tool {call.name!r} raised "
                                      f"{type(exc).__name__}: {exc}")
             agent.throw.__cause__ = exc
+        finally:
+            self._spans.append((agent.name, "tool", started, self._now()))
 
     def _do_spawn(self, agent: Agent, call: sc.Spawn) -> None:
         try:
