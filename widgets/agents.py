@@ -46,7 +46,9 @@ class AgentView(View):
             if m.sender in where and m.receiver in where:
                 seq.annotate("", xy=(where[m.receiver], m.time), xytext=(where[m.sender], m.time),
                              arrowprops={"arrowstyle": "->", "color": "#1f77b4", "lw": 0.7})
-        seq.set_xticks(range(len(names)), names, fontsize=8)
+        seq.set_xticks(range(len(names)), names, fontsize=8,
+                       rotation=30 if len(names) > 6 else 0, ha="right" if len(names) > 6
+                       else "center")
         seq.set_xlim(-0.5, len(names) - 0.5)
         seq.set_ylim(end, start)
         seq.set_ylabel("seconds")

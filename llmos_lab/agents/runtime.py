@@ -123,17 +123,23 @@ class Runtime(ModelCalls):
         if agent.state in ("ready", "blocked"):
             self._end(agent, "killed")
 
-    def run(self, until: Callable[[Runtime], bool] | None = None,
+    def run(self, until: str | Callable[[Runtime], bool] | None = None,
             timeout: float | None = None) -> Runtime:
-        """Go round until every agent has ended (or ``until(runtime)`` is true)."""
+        """Go round until every agent has ended, or until the agent named ``until`` has
+        (services may wait for messages forever), or ``until(runtime)`` is true. Raises
+        DeadlockError when the live agents can never move again before that."""
+        if isinstance(until, str):
+            name = until
+            until = lambda rt: rt._get(name).state not in ("ready", "blocked")  # noqa: E731
         deadline = None if timeout is None else time.perf_counter() + timeout
-        while not self._stop.is_set() and any(a.state in ("ready", "blocked")
-                                               for a in self._agents.values()):
+        while not self._stop.is_set() and self._live():
             if until is not None and until(self):
                 break
             if deadline is not None and time.perf_counter() > deadline:
                 break
-            self.round()
+            stuck = self.round()
+            if stuck and not (until is not None and until(self)):
+                raise DeadlockError(stuck)
         return self
 
     def start(self) -> Runtime:
@@ -151,7 +157,9 @@ class Runtime(ModelCalls):
 
     def _rounds(self):
         while not self._stop.is_set() and self._live():
-            self.round()
+            stuck = self.round()
+            if stuck:
+                raise DeadlockError(stuck)
             yield len(self._live())
 
     def wait(self, timeout: float = 600.0) -> bool:
@@ -196,9 +204,9 @@ class Runtime(ModelCalls):
 
     # ------------------------------------------------------------------ a round
 
-    def round(self) -> None:
+    def round(self) -> str | None:
         """Every ready agent runs until it blocks; model calls go out together; who can
-        wake, wakes. Raises DeadlockError when nobody can ever move again."""
+        wake, wakes. Returns what the deadlock is when nobody can ever move again."""
         for agent in sorted(self._ready(), key=lambda a: (-a.priority, a.pid)):
             started = self._now()
             self._turn(agent)
@@ -208,7 +216,8 @@ class Runtime(ModelCalls):
         events.publish("agents.round", runtime=self, ready=len(self._ready()),
                        blocked=sum(a.state == "blocked" for a in self._agents.values()))
         if not self._ready() and not moved and not woken:
-            self._idle()
+            return self._idle()
+        return None
 
     def _turn(self, agent: Agent) -> None:
         for _ in range(IMMEDIATE_PER_TURN):
@@ -365,18 +374,16 @@ class Runtime(ModelCalls):
             self._unblock(agent, throw=AgentError(f"agent {agent.name!r}: Join {child.name!r}: "
                                                   f"it {child.state} ({child.error!r})"))
 
-    def _idle(self) -> None:
-        """Nothing ran: sleep until the next timer, or report the deadlock."""
+    def _idle(self) -> str | None:
+        """Nothing ran: sleep until the next timer, or say what the deadlock is."""
         blocked = [a for a in self._agents.values() if a.state == "blocked"]
         timers = [a.deadline for a in blocked if a.deadline is not None]
         if timers:
             time.sleep(max(0.0, min(timers) - self._now()))
-            return
-        if blocked:
-            waits = "; ".join(f"{a.name} waits on {a.waiting}" for a in blocked)
-            self._stop.set()
-            raise DeadlockError(f"deadlock: every live agent is blocked and nothing can wake "
-                                f"them: {waits}")
+            return None
+        waits = "; ".join(f"{a.name} waits on {a.waiting}" for a in blocked)
+        return f"deadlock: every live agent is blocked and nothing can wake them: {waits}" \
+            if blocked else None
 
     # ------------------------------------------------------------------ helpers
 
