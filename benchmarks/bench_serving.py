@@ -45,7 +45,8 @@ import torch
 import llmos_lab as lab
 from llmos_lab import inference
 from llmos_lab.kernel.decode import Sequence as DecodeSequence
-from llmos_lab.kernel.decode import cache_kwarg, decode_flops
+from llmos_lab.kernel.decode import cache_kwarg
+from llmos_lab.kernel.llama import decode_flops
 from llmos_lab.tasks import training_task
 
 ROOT = Path(__file__).resolve().parents[1]

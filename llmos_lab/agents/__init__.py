@@ -3,8 +3,8 @@ syscall.
 
 ``syscalls.py`` what a program may yield; ``runtime.py`` the runtime that runs programs as
 processes, batches their model calls and wakes them; ``mailbox.py`` bounded mailboxes with
-topics; ``capabilities.py`` what each agent may do. (Planned: the AgentView widget and a
-triage notebook.)
+topics; ``capabilities.py`` what each agent may do; ``models.py`` the model syscalls of all
+agents sent together. ``llmos_lab.widgets.AgentView`` draws a runtime.
 """
 
 from .capabilities import Capabilities

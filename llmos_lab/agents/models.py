@@ -14,6 +14,11 @@ class ModelCalls:
     """Mixed into Runtime: expects ``kernel``, ``max_batch``, ``_agents``, ``_classify``,
     ``_batches``, ``_block``, ``_unblock`` and ``_need_kernel``."""
 
+    def batch_priority(self, agent) -> float:
+        """Whose generation enters a full decode batch first (higher first), by policy."""
+        return {"fifo": 0.0, "rr": -float(agent.generations), "priority": float(agent.priority),
+                "stride": -agent.tokens / agent.weight}[self.policy]
+
     def _do_classify(self, agent, call: sc.Classify) -> None:
         self._need_kernel(agent, call)
         self._block(agent, call, f"model {call.model}")
@@ -26,7 +31,8 @@ class ModelCalls:
         eos = rec.tokenizer.eos_token_id
         agent.seq = Sequence(ids, call.max_tokens, temperature=call.temperature,
                              seed=call.seed, stop_ids=frozenset([] if eos is None else [eos]))
-        agent.seq.priority = agent.priority
+        agent.seq.priority = self.batch_priority(agent)
+        agent.generations += 1
         if call.model not in self._batches:
             self._batches[call.model] = self.kernel.decoder(call.model, self.max_batch)
         self._batches[call.model].add(agent.seq)

@@ -22,15 +22,19 @@ from typing import Any
 import pandas as pd
 
 from .. import events
+from ..constraints import POSITIVE, PRIORITY, Options, check
 from ..errors import AgentError, ConfigError, DeadlockError, PermissionDenied
 from ..kernel import Sequence
 from ..scheduler import Task
 from . import syscalls as sc
 from .capabilities import Capabilities
+from .guard import Hung, resume
 from .mailbox import Mailbox
+from .messages import Messaging
 from .models import ModelCalls
 
 IMMEDIATE_PER_TURN = 1000  # syscalls one agent may make in a turn before others get theirs
+POLICIES = ("fifo", "rr", "priority", "stride")  # as llmos_lab.scheduler's
 
 
 @dataclass(eq=False)
@@ -42,6 +46,7 @@ class Agent:
     gen: Generator
     caps: Capabilities
     priority: int
+    weight: float
     parent: str | None
     memory: dict
     mailbox: Mailbox
@@ -61,6 +66,8 @@ class Agent:
     finished: float | None = None
     children: list[str] = field(default_factory=list)
     seq: Sequence | None = None
+    turns: int = 0
+    generations: int = 0
 
 
 @dataclass
@@ -71,11 +78,14 @@ class Context:
     memory: dict
 
 
-class Runtime(ModelCalls):
+class Runtime(ModelCalls, Messaging):
     """Run agents on a :class:`~llmos_lab.kernel.ModelKernel`."""
 
     def __init__(self, kernel=None, scheduler=None, *, tools: dict[str, Callable] | None = None,
-                 mailbox_size: int = 16, max_batch: int = 16):
+                 mailbox_size: int = 16, max_batch: int = 16, policy: str = "priority",
+                 step_limit: float | None = None):
+        self.policy = check("policy", policy, (Options(*POLICIES),))
+        self.step_limit = check("step_limit", step_limit, (POSITIVE, None))
         self.kernel, self.scheduler = kernel, scheduler
         self.tools = dict(tools or {})
         self.mailbox_size, self.max_batch = mailbox_size, max_batch
@@ -94,7 +104,7 @@ class Runtime(ModelCalls):
 
     def spawn(self, program: Callable[..., Generator], *args: Any, name: str,
               capabilities: dict | Capabilities | None = None, priority: int = 1,
-              _parent: Agent | None = None) -> str:
+              weight: float = 1.0, _parent: Agent | None = None) -> str:
         if not isinstance(name, str) or not name:
             raise ConfigError("name", name, "a non-empty agent name")
         if name in self._agents:
@@ -108,7 +118,9 @@ class Runtime(ModelCalls):
         if not inspect.isgenerator(gen):
             raise AgentError(f"agent {name!r}: {getattr(program, '__name__', program)} did not "
                              f"return a generator (a program yields syscalls)")
-        self._agents[name] = Agent(next(self._pid), name, gen, caps, priority,
+        priority = check(f"{name}.priority", priority, (PRIORITY,))
+        weight = check(f"{name}.weight", weight, (POSITIVE,))
+        self._agents[name] = Agent(next(self._pid), name, gen, caps, priority, weight,
                                    _parent.name if _parent else None, memory,
                                    Mailbox(self.mailbox_size), self._now())
         if _parent:
@@ -193,12 +205,6 @@ class Runtime(ModelCalls):
             "error": None if a.error is None else repr(a.error),
         } for a in self._agents.values()])
 
-    def messages(self) -> pd.DataFrame:
-        return pd.DataFrame([{"time": m.time, "sender": m.sender, "receiver": m.receiver,
-                              "topic": m.topic, "size": len(repr(m.body))}
-                             for m in self._messages],
-                            columns=["time", "sender", "receiver", "topic", "size"])
-
     def audit(self) -> pd.DataFrame:
         return pd.DataFrame(self._audit, columns=["time", "agent", "syscall", "reason"])
 
@@ -207,7 +213,8 @@ class Runtime(ModelCalls):
     def round(self) -> str | None:
         """Every ready agent runs until it blocks; model calls go out together; who can
         wake, wakes. Returns what the deadlock is when nobody can ever move again."""
-        for agent in sorted(self._ready(), key=lambda a: (-a.priority, a.pid)):
+        for agent in sorted(self._ready(), key=self._turn_key):
+            agent.turns += 1
             started = self._now()
             self._turn(agent)
             self._spans.append((agent.name, "running", started, self._now()))
@@ -219,13 +226,24 @@ class Runtime(ModelCalls):
             return self._idle()
         return None
 
+    def _turn_key(self, agent: Agent) -> tuple:
+        """Who goes first, by policy: arrival, fewest turns, priority, least work per weight."""
+        return {"fifo": (agent.pid,), "rr": (agent.turns, agent.pid),
+                "priority": (-agent.priority, agent.pid),
+                "stride": (agent.tokens / agent.weight, agent.pid)}[self.policy]
+
     def _turn(self, agent: Agent) -> None:
         for _ in range(IMMEDIATE_PER_TURN):
             if agent.state != "ready":
                 return
             try:
-                call = agent.gen.throw(agent.throw) if agent.throw is not None else \
-                    agent.gen.send(agent.value)
+                call = resume(agent.gen, agent.value, agent.throw, self.step_limit)
+            except Hung:
+                agent.error = AgentError(f"agent {agent.name!r} did not yield a syscall within "
+                                         f"step_limit={self.step_limit:g} s; it is failed and "
+                                         f"its thread abandoned")
+                agent.state, agent.finished = "failed", self._now()
+                return
             except StopIteration as stop:
                 agent.result = stop.value
                 self._end(agent, "done")
@@ -270,43 +288,6 @@ class Runtime(ModelCalls):
         agent.blocked_seconds += self._now() - (agent.blocked_since or self._now())
         agent.state, agent.call, agent.waiting, agent.blocked_since = "ready", None, "", None
         agent.value, agent.throw, agent.deadline = value, throw, None
-
-    def _do_send(self, agent: Agent, call: sc.Send) -> None:
-        targets = self._targets(agent, call)
-        if targets is None:
-            return
-        if any(len(t.mailbox) >= t.mailbox.capacity for t in targets):
-            self._block(agent, call, f"full mailbox of {call.to or call.topic}")
-            return
-        for target in targets:
-            message = sc.Message(self._now(), agent.name, target.name, call.topic, call.message)
-            target.mailbox.offer(message)
-            self._messages.append(message)
-
-    def _targets(self, agent: Agent, call: sc.Send) -> list[Agent] | None:
-        if call.to is None:
-            if call.topic is None:
-                agent.throw = AgentError(f"agent {agent.name!r}: Send needs to= or topic=")
-                return None
-            return [a for a in self._agents.values() if call.topic in a.mailbox.topics
-                    and a.state in ("ready", "blocked") and a is not agent]
-        target = self._agents.get(call.to)
-        if target is None or target.state not in ("ready", "blocked"):
-            agent.throw = AgentError(f"agent {agent.name!r}: Send to {call.to!r}: no such "
-                                     f"running agent (running: {', '.join(self._live())})")
-            return None
-        return [target]
-
-    def _do_recv(self, agent: Agent, call: sc.Recv) -> None:
-        message = agent.mailbox.take(call.topic)
-        if message is not None:
-            agent.value = message
-            return
-        deadline = None if call.timeout is None else self._now() + call.timeout
-        self._block(agent, call, f"message{f' on {call.topic}' if call.topic else ''}", deadline)
-
-    def _do_subscribe(self, agent: Agent, call: sc.Subscribe) -> None:
-        agent.mailbox.topics.add(call.topic)
 
     def _do_tool(self, agent: Agent, call: sc.Tool) -> None:
         tool = self.tools.get(call.name)

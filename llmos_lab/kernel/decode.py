@@ -9,7 +9,8 @@ sequence over that sequence's own cache. Two choices keep a greedy sequence's to
 whether it runs alone or in a busy batch: no padding anywhere (per-sequence attention), and the
 batch never shrinks to one row (BLAS takes a different path for a single row).
 
-Llama-architecture models (Llama, SmolLM2, Mistral, Qwen2) take this fast path. A sequence on
+Llama-architecture models (Llama, SmolLM2, Mistral, Qwen2) take the fast path of
+``llama.py``. A sequence on
 an adapter, an int8 model or another architecture decodes through the model's own forward with
 a cache of its own (correct, one row at a time). The mechanism is here; who joins a full batch
 first is the caller's policy (``DecodeBatch.add`` takes a priority).
@@ -26,11 +27,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from .. import events
-
-FAST_ARCHITECTURES = ("llama", "mistral", "qwen2")
+from .llama import (
+    KVCache,
+    _fast_path_ok,
+    _llama_decode,
+    _llama_prefill,
+    _new_cache,
+    prepare_layout,
+)
 
 
 @dataclass(eq=False)
@@ -71,21 +77,6 @@ class StepResult:
     finished: list[Sequence]
     prefilled: int
     batch: int
-
-
-class KVCache:
-    """One sequence's keys and values for every layer, preallocated for its whole length."""
-
-    def __init__(self, layers: int, heads: int, capacity: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device):
-        shape = (layers, heads, capacity, head_dim)
-        self.k = torch.empty(shape, dtype=dtype, device=device)
-        self.v = torch.empty(shape, dtype=dtype, device=device)
-        self.length = 0
-
-    @property
-    def nbytes(self) -> int:
-        return 2 * self.k.numel() * self.k.element_size()
 
 
 class DecodeBatch:
@@ -155,8 +146,9 @@ class DecodeBatch:
 
     def _admit(self) -> list[Sequence]:
         """Under the lock: who joins this step. Higher priority first; a waiting sequence of
-        higher priority than the lowest running one takes its place (that one keeps its KV
-        cache and waits), as vLLM preempts."""
+        higher priority than the lowest running one takes its place (that one waits with its
+        KV cache while the memory budget has room for it, else recomputes it), as vLLM
+        preempts."""
         for seq in [s for s in self._running if s.preempt_asked]:
             self._running.remove(seq)
             self._park(seq, seq.preempt_asked == "keep")
@@ -165,13 +157,24 @@ class DecodeBatch:
             low = min(self._running, key=lambda s: (s.priority, -s.order))
             if self._pending[0].priority <= low.priority:
                 break
-            self._running.remove(low)  # waits with its KV cache, first in line for room
+            self._running.remove(low)  # waits, first in line for room
             low.preemptions += 1
+            if not self._cache_fits(low):  # memory is short: recompute it when it rejoins
+                low.cache = None
             self._pending.append(low)
             self._pending.sort(key=lambda s: (-s.priority, s.order))
         room = max(self.max_batch - len(self._running), 0)
         joining, self._pending = self._pending[:room], self._pending[room:]
         return joining
+
+    def _cache_fits(self, seq: Sequence) -> bool:
+        """Whether a waiting sequence may keep its KV cache: the kernel's free memory (its
+        budget less the resident models) must hold it and the other waiting caches."""
+        if not isinstance(seq.cache, KVCache):
+            return True
+        waiting = sum(s.cache.nbytes for s in [*self._pending, *self._parked]
+                      if isinstance(s.cache, KVCache))
+        return waiting + seq.cache.nbytes <= self.kernel.memory()["free"]
 
     @property
     def running(self) -> int:
@@ -285,126 +288,11 @@ def _returned_cache(output) -> Any:
     return cache if cache is not None else output.past_key_values
 
 
-# ---------------------------------------------------------------------- the Llama fast path
-
-
-def _fast_path_ok(rec) -> bool:
-    config = getattr(rec.model, "config", None)
-    return (not rec.quantize and getattr(config, "model_type", None) in FAST_ARCHITECTURES
-            and hasattr(rec.model, "get_base_model") is False)
-
-
-def prepare_layout(model: torch.nn.Module) -> None:
-    """Store each Linear weight transposed in memory ([in, out] contiguous; the parameter
-    keeps its [out, in] shape as a strided view). ``x @ W.T`` then reads the weight row by
-    row: faster on CPUs for the few-row products of decoding, and batch-size invariant under
-    MKL for two rows and more. Same bytes, same values; ``save_pretrained`` makes copies
-    contiguous again. Done once per resident copy of the weights."""
-    if getattr(model, "_llmos_decode_layout", False):
-        return
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear) and module.weight.is_contiguous() \
-                    and module.weight.dim() == 2 and module.weight.shape[0] > 1:
-                module.weight.data = module.weight.data.t().contiguous().t()
-    model._llmos_decode_layout = True
-
-
-def _new_cache(model, capacity: int) -> KVCache:
-    c = model.config
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
-    w = model.lm_head.weight
-    return KVCache(c.num_hidden_layers, heads, capacity, head_dim, w.dtype, w.device)
-
-
-def _project(attn, x: torch.Tensor, rows: int, length: int, cos, sin):
-    """q, k, v of ``rows`` sequences of ``length`` tokens, RoPE applied: [rows, heads, T, d]."""
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-    d = attn.head_dim
-    q = attn.q_proj(x).view(rows, length, -1, d).transpose(1, 2)
-    k = attn.k_proj(x).view(rows, length, -1, d).transpose(1, 2)
-    v = attn.v_proj(x).view(rows, length, -1, d).transpose(1, 2)
-    q, k = apply_rotary_pos_emb(q, k, cos, sin)
-    return q, k, v
-
-
-def _mlp(layer, h: torch.Tensor) -> torch.Tensor:
-    x = _norm(layer.post_attention_layernorm, h)
-    mlp = layer.mlp
-    return h + mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
-
-
-@torch.inference_mode()
-def _llama_prefill(model, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
-    """The prompt of one sequence, causal attention; fills its cache; last token's logits."""
-    base, length = model.model, ids.shape[1]
-    h = base.embed_tokens(ids)
-    pos = torch.arange(length, device=ids.device)[None]
-    cos, sin = base.rotary_emb(h, pos)
-    for i, layer in enumerate(base.layers):
-        attn = layer.self_attn
-        q, k, v = _project(attn, _norm(layer.input_layernorm, h), 1, length, cos, sin)
-        cache.k[i, :, :length] = k[0]
-        cache.v[i, :, :length] = v[0]
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling,
-                                           enable_gqa=True)
-        h = h + attn.o_proj(o.transpose(1, 2).reshape(1, length, -1))
-        h = _mlp(layer, h)
-    cache.length = length
-    return model.lm_head(_norm(base.norm, h[:, -1]))[0]
-
-
-@torch.inference_mode()
-def _llama_decode(model, seqs: list[Sequence], device: torch.device) -> torch.Tensor:
-    """One token for each sequence: batched linear layers, per-sequence attention."""
-    base, n = model.model, len(seqs)
-    rows = max(n, 2)  # one row would take BLAS's single-row path and change the numbers
-    last = [s.tokens[-1] for s in seqs] + [seqs[0].tokens[-1]] * (rows - n)
-    positions = [s.cache.length for s in seqs] + [seqs[0].cache.length] * (rows - n)
-    h = base.embed_tokens(torch.tensor(last, device=device))[:, None]  # [rows, 1, hidden]
-    cos, sin = base.rotary_emb(h, torch.tensor(positions, device=device)[:, None])
-    # per sequence, this step's slot in every layer, and every layer's keys so far
-    slot_k = [s.cache.k[:, :, p] for s, p in zip(seqs, positions, strict=False)]
-    slot_v = [s.cache.v[:, :, p] for s, p in zip(seqs, positions, strict=False)]
-    seen_k = [s.cache.k[:, None, :, :p + 1] for s, p in zip(seqs, positions, strict=False)]
-    seen_v = [s.cache.v[:, None, :, :p + 1] for s, p in zip(seqs, positions, strict=False)]
-    for i, layer in enumerate(base.layers):
-        attn = layer.self_attn
-        q, k, v = _project(attn, _norm(layer.input_layernorm, h), rows, 1, cos, sin)
-        torch._foreach_copy_([x[i] for x in slot_k] + [x[i] for x in slot_v],
-                             list(k[:n, :, 0]) + list(v[:n, :, 0]))
-        outs = [F.scaled_dot_product_attention(q[j:j + 1], seen_k[j][i], seen_v[j][i],
-                                               scale=attn.scaling, enable_gqa=True)
-                for j in range(n)]
-        outs += outs[:1] * (rows - n)
-        o = torch.cat(outs).transpose(1, 2).reshape(rows, 1, -1)
-        h = _mlp(layer, h + attn.o_proj(o))
-    for s in seqs:
-        s.cache.length += 1
-    return model.lm_head(_norm(base.norm, h[:n, 0]))
-
-
-def _norm(module, x: torch.Tensor) -> torch.Tensor:
-    """Llama's RMSNorm as one fused op (bitwise the module's own result, checked in tests)."""
-    return F.rms_norm(x, module.weight.shape, module.weight, module.variance_epsilon)
-
-
 def _choose(logits: torch.Tensor, seq: Sequence) -> int:
     if seq.temperature <= 0:
         return int(logits.argmax())
     probs = torch.softmax(logits.float() / seq.temperature, dim=-1)
     return int(torch.multinomial(probs, 1, generator=seq.generator))
-
-
-def decode_flops(model, rows: int, context: int = 0) -> float:
-    """Multiply-adds x 2 of one decode step at ``rows`` sequences (linear layers, attention
-    over ``context`` cached tokens): the work a FLOP bound is measured against."""
-    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-    c = model.config
-    attention = 4 * c.num_hidden_layers * c.hidden_size * context
-    return 2.0 * rows * linear + rows * attention
 
 
 def run_to_end(batch: DecodeBatch, seqs: Iterable[Sequence]) -> list[Sequence]:

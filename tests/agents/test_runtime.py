@@ -255,3 +255,53 @@ def test_agents_run_as_a_scheduler_task_beside_training(kernel):
     tasks = set(sched.timeline()["task"])
     assert "train" in tasks and any(t.startswith("agents:") for t in tasks)
     assert rt.result("w") == kernel.generate("lm", "hello", max_new_tokens=5).loc[0, "completion"]
+
+
+@pytest.mark.parametrize("policy,first", [("priority", "urgent"), ("fifo", "early")])
+def test_the_policy_decides_whose_generation_enters_a_full_batch_first(kernel, policy, first):
+    finished = []
+
+    def writer(ctx):
+        yield Generate("lm", "story", max_tokens=3)
+        finished.append(ctx.name)
+
+    rt = Runtime(kernel, max_batch=1, policy=policy)
+    rt.spawn(writer, name="early", priority=1)
+    rt.spawn(writer, name="urgent", priority=5)
+    rt.run()
+    assert finished[0] == first and len(finished) == 2
+
+
+def test_a_step_that_never_yields_fails_its_agent_and_the_others_go_on():
+    import threading
+
+    release = threading.Event()
+
+    def spin():
+        while not release.is_set():  # a program stuck in a loop without a syscall
+            pass
+        yield Sleep(0)
+
+    def worker():
+        yield Sleep(0)
+        return "fine"
+
+    rt = Runtime(step_limit=0.2)
+    rt.spawn(spin, name="spin")
+    rt.spawn(worker, name="worker")
+    try:
+        rt.run()
+    finally:
+        release.set()  # let the abandoned thread end
+    ps = rt.ps().set_index("name")
+    assert ps.loc["spin", "state"] == "failed" and "did not yield" in ps.loc["spin", "error"]
+    assert rt.result("worker") == "fine"
+
+
+def test_bad_runtime_options_are_named():
+    with pytest.raises(lab.errors.ConfigError, match="policy"):
+        Runtime(policy="lottery")
+    with pytest.raises(lab.errors.ConfigError, match="step_limit"):
+        Runtime(step_limit=0)
+    with pytest.raises(lab.errors.ConfigError, match=r"w\.weight"):
+        Runtime().spawn(lambda: (yield Sleep(0)), name="w", weight=0)

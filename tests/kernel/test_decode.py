@@ -9,7 +9,8 @@ import torch
 import llmos_lab as lab
 from llmos_lab.errors import ConfigError, TaskError
 from llmos_lab.kernel import DecodeBatch, Sequence
-from llmos_lab.kernel.decode import decode_flops, prepare_layout, run_to_end
+from llmos_lab.kernel.decode import run_to_end
+from llmos_lab.kernel.llama import decode_flops, prepare_layout
 
 PROMPTS = ["the cat sat on the mat", "hello", "a much longer prompt about the weather today",
            "one two three four five", "why", "tell me a story about a dragon and a knight"]
@@ -221,3 +222,20 @@ def test_a_higher_priority_arrival_preempts_the_lowest_in_a_full_batch(lm):
     while not (low.done and high.done):
         batch.step()
     assert low.tokens == want and len(high.tokens) == 3
+
+
+def test_a_preempted_sequence_recomputes_its_cache_when_memory_is_short(lm):
+    batch = lm.decoder("lm", max_batch=1)
+    low = batch.add(seq(lm, PROMPTS[1], 10, priority=1))
+    batch.step()
+    budget = lm.memory_budget
+    lm.memory_budget = lm.memory()["used"]  # no free memory: a waiting cache cannot stay
+    try:
+        batch.add(seq(lm, PROMPTS[2], 2, priority=5))
+        batch.step()
+        assert low.preemptions == 1 and low.cache is None
+    finally:
+        lm.memory_budget = budget
+    while not low.done:
+        batch.step()
+    assert len(low.tokens) == 10
