@@ -46,6 +46,22 @@ def positive_int(name: str, value: object, default: int | None = None) -> int:
     return check(name, value, (COUNT, None) if default else (COUNT,))
 
 
+def prompt_ids(tokenizer, prompt: str | None = None,
+               messages: Sequence[dict] | None = None) -> list[int]:
+    """Token ids of a prompt, without a trailing end-of-text (a prompt is not finished), or of
+    chat ``messages`` through the tokenizer's chat template (a plain ``role: content``
+    transcript for a model that has none). The server and the agents' Generate share it."""
+    if messages is not None:
+        if getattr(tokenizer, "chat_template", None):
+            text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True,
+                                                 tokenize=False)
+        else:
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(prompt or "")["input_ids"]
+    return ids[:-1] if len(ids) > 1 and ids[-1] == tokenizer.eos_token_id else ids
+
+
 def check_max_length(max_length: object, tokenizer, limit: int | None, model: str) -> int:
     """Room for the special tokens plus one, and no more than the model's positions: a
     longer input would fail deep inside torch, a shorter limit turns truncation off."""

@@ -5,6 +5,7 @@ long generation never holds the others up and is preemptible at every token)."""
 
 from __future__ import annotations
 
+from .. import inference
 from ..errors import AgentError
 from ..kernel import Sequence
 from . import syscalls as sc
@@ -27,7 +28,7 @@ class ModelCalls:
     def _do_generate(self, agent, call: sc.Generate) -> None:
         self._need_kernel(agent, call)
         rec = self.kernel.record(call.model)
-        ids = _prompt_ids(rec.tokenizer, call)
+        ids = inference.prompt_ids(rec.tokenizer, call.prompt, call.messages)
         eos = rec.tokenizer.eos_token_id
         agent.seq = Sequence(ids, call.max_tokens, temperature=call.temperature,
                              seed=call.seed, stop_ids=frozenset([] if eos is None else [eos]))
@@ -80,14 +81,3 @@ class ModelCalls:
                 agent.tokens += len(seq.tokens)
                 agent.seq = None
                 self._unblock(agent, tok.decode(seq.tokens, skip_special_tokens=True))
-
-
-def _prompt_ids(tokenizer, call: sc.Generate) -> list[int]:
-    if call.messages is not None:
-        text = tokenizer.apply_chat_template(list(call.messages), add_generation_prompt=True,
-                                             tokenize=False) \
-            if getattr(tokenizer, "chat_template", None) else \
-            "".join(f"{m['role']}: {m['content']}\n" for m in call.messages) + "assistant:"
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-    ids = tokenizer(call.prompt or "")["input_ids"]
-    return ids[:-1] if len(ids) > 1 and ids[-1] == tokenizer.eos_token_id else ids

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from .. import inference
 from ..errors import LlmosError, RequestError, UnknownNameError
 from ..kernel import Sequence
 from ..model_task import ModelTask
@@ -197,19 +198,11 @@ class _Context:
 
     # ------------------------------------------------------------------ generation
 
-    def prompt_ids(self, body, rec, chat: bool) -> list[int]:
-        tok = rec.tokenizer
-        if not chat:
-            ids = tok(body.text())["input_ids"]
-            if len(ids) > 1 and ids[-1] == tok.eos_token_id:  # a prompt is not finished
-                ids = ids[:-1]
-            return ids
-        messages = [m.plain() for m in body.messages]
-        if getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        else:  # a model without a template (the tiny test decoder): a plain transcript
-            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
-        return tok(text, add_special_tokens=False)["input_ids"]
+    @staticmethod
+    def prompt_ids(body, rec, chat: bool) -> list[int]:
+        if chat:
+            return inference.prompt_ids(rec.tokenizer, messages=[m.plain() for m in body.messages])
+        return inference.prompt_ids(rec.tokenizer, body.text())
 
     def sequence(self, body, rec, chat: bool, adapter: str | None
                  ) -> tuple[Sequence, list[str]]:
