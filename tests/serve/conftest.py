@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import pytest
 
 import llmos_lab as lab
+from tests.test_widgets import wait_until
 
 HANG_GUARD = 120.0
 
 
 def wait_for(condition, what: str) -> None:
-    """Wait on a condition; the bound only guards against a hang."""
-    deadline = time.monotonic() + HANG_GUARD
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.005)
+    """Wait on a condition (the project's poller); the bound only guards against a hang."""
+    assert wait_until(condition, HANG_GUARD), f"gave up waiting for {what}"
 
 
 def in_threads(call, n: int) -> None:
