@@ -21,7 +21,7 @@ from ._io import quiet
 from .errors import ConfigError, LlmosError, ModelSourceError, TaskError
 from .model_task import ModelTask
 
-TASKS = tuple(ModelTask)
+TASKS = tuple(t for t in ModelTask if t is not ModelTask.MASKED_LM)  # what the kernel serves
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
@@ -52,13 +52,15 @@ class Source:
 def model_class(task: str):
     from transformers import (
         AutoModelForCausalLM,
+        AutoModelForMaskedLM,
         AutoModelForSequenceClassification,
         AutoModelForTokenClassification,
     )
 
     return {ModelTask.SEQUENCE_CLASSIFICATION: AutoModelForSequenceClassification,
             ModelTask.TOKEN_CLASSIFICATION: AutoModelForTokenClassification,
-            ModelTask.CAUSAL_LM: AutoModelForCausalLM}[ModelTask(task)]
+            ModelTask.CAUSAL_LM: AutoModelForCausalLM,
+            ModelTask.MASKED_LM: AutoModelForMaskedLM}[ModelTask(task)]
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:

@@ -16,6 +16,7 @@ class ModelTask(str, Enum):
     SEQUENCE_CLASSIFICATION = "sequence-classification"
     TOKEN_CLASSIFICATION = "token-classification"
     CAUSAL_LM = "causal-lm"
+    MASKED_LM = "masked-lm"
 
     def __str__(self) -> str:
         return self.value
@@ -27,11 +28,11 @@ class ModelTask(str, Enum):
     def peft_task_type(self) -> str:
         """PEFT's ``TaskType`` name for this task."""
         return {"sequence-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS",
-                "causal-lm": "CAUSAL_LM"}[self.value]
+                "causal-lm": "CAUSAL_LM", "masked-lm": "FEATURE_EXTRACTION"}[self.value]
 
     @property
     def is_classifier(self) -> bool:
-        return self is not ModelTask.CAUSAL_LM
+        return self in CLASSIFIERS
 
     @classmethod
     def coerce(cls, value: Any) -> Any:

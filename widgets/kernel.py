@@ -28,7 +28,7 @@ from llmos_lab.units import format_bytes
 from ._render import View, byte_unit, label_bars
 
 STATE_COLOURS = {"resident": "C0", "host": "C1", "disk": "#999999"}
-TASKS = ("auto", *map(str, ModelTask))
+TASKS = ("auto", *(str(t) for t in ModelTask if t != ModelTask.MASKED_LM))
 _logger = logging.getLogger("llmos_lab.widgets")
 
 

@@ -30,9 +30,15 @@ from ..devices import check_device
 from ..errors import ConfigError, check_keywords, did_you_mean
 from ..model_task import CLASSIFIERS, ModelTask
 
-TASKS = CLASSIFIERS
-METHODS = ("full", "lora", "ia3")
+TASKS = (*CLASSIFIERS, ModelTask.MASKED_LM)
+METHODS = ("full", "lora", "ia3", "distill")
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+def _is_teacher(value: Any) -> bool:
+    if isinstance(value, tuple):
+        return len(value) == 2 and hasattr(value[0], "infer") and isinstance(value[1], str)
+    return hasattr(value, "predict") and hasattr(value, "labels_")
+
 
 def _option(text: str, default: Any, *valid: Any) -> Any:
     """A field with its help text and what it accepts (checked, and shown by ``help()``)."""
@@ -47,8 +53,28 @@ class TrainConfig:
                          "minilm", str, os.PathLike)
     task: str = _option("what the model learns", ModelTask.SEQUENCE_CLASSIFICATION,
                         Options(*TASKS))
-    method: str = _option("every weight, or LoRA / IA3 adapters (PEFT) plus the "
-                          "classification head", "full", Options(*METHODS))
+    method: str = _option("every weight, LoRA / IA3 adapters (PEFT) plus the classification "
+                          "head, or 'distill': every weight, learning from a teacher's soft "
+                          "targets as well as the labels", "full", Options(*METHODS))
+    teacher: Any = _option(  # noqa: RUF009 (a field() with metadata)
+        "method='distill': a fitted Trainer, a folder saved by Trainer.save, or (kernel, "
+        "model name)", None, None, str, os.PathLike,
+        Satisfies(_is_teacher, "a fitted Trainer or a (ModelKernel, model name) pair"))
+    temperature: float = _option("distillation: softmax temperature of teacher and student",
+                                 2.0, POSITIVE)
+    alpha: float = _option("distillation: weight of the soft-target loss (1 - alpha: labels)",
+                           0.5, Interval(Real, 0, 1))
+    layers: int | None = _option(
+        "keep this many of the model's transformer layers, evenly spaced from first to last "
+        "(a smaller student taken from a larger model); None: all", None, None, COUNT)
+    init_from: str | None = _option(
+        "continue from a folder saved by Trainer.save (same task): its weights, and its labels "
+        "joined with the new data's", None, None, str, os.PathLike)
+    replay: float = _option(
+        "continual learning: rows of fit(replay_data=...) mixed into the training set, as a "
+        "share of it (0.25: one old row per four new)", 0.0, Interval(Real, 0, 1))
+    mlm_probability: float = _option("task='masked-lm': share of tokens masked", 0.15,
+                                     Interval(Real, 0, 1, closed="neither"))
     lora_r: int = _option("LoRA rank (method='lora')", 8, COUNT)
     lora_alpha: float = _option("LoRA scaling numerator: updates scale by lora_alpha / lora_r",
                                 16.0, POSITIVE)
@@ -65,8 +91,9 @@ class TrainConfig:
         "token classification: label every sub-token of a word (B- becomes I- after the "
         "first) instead of the first only", False, bool)
     extend_vocab: int = _option(
-        "token classification: add up to N training-set words the tokenizer maps to its "
-        "unknown token (seen twice or more, most frequent first) and grow the embeddings; "
+        "add up to N training-set words (the tokens column, or the text split as the "
+        "tokenizer splits words: each Chinese character is a word) that the tokenizer maps to "
+        "its unknown token, seen twice or more, most frequent first, and grow the embeddings; "
         "their rows learn during fine-tuning (method 'full' or 'lora'). 0: off", 0, NATURAL)
     epochs: float = _option("passes over the training set (fractions allowed)", 1.0, POSITIVE)
     max_steps: int | None = _option(
@@ -116,15 +143,30 @@ class TrainConfig:
 
     def _check_together(self) -> None:
         """Rules between fields (one field's constraints are declared on the field)."""
-        if self.extend_vocab and self.task != ModelTask.TOKEN_CLASSIFICATION:
-            raise ConfigError("extend_vocab", self.extend_vocab,
-                              "0 unless task='token-classification' (words come from its tokens)")
+        if (self.method == "distill") != (self.teacher is not None):
+            raise ConfigError("teacher", self.teacher, "a teacher exactly when method='distill'")
+        if self.method == "distill" and self.task != ModelTask.SEQUENCE_CLASSIFICATION:
+            raise ConfigError("task", self.task, "'sequence-classification' with "
+                              "method='distill'")
+        if self.task == ModelTask.MASKED_LM and self.method == "distill":
+            raise ConfigError("method", self.method, "'full', 'lora' or 'ia3' for masked-lm")
+        if self.extend_vocab and self.task == ModelTask.MASKED_LM:
+            raise ConfigError("extend_vocab", self.extend_vocab, "0 with task='masked-lm'")
         if self.extend_vocab and self.method == "ia3":
             raise ConfigError("extend_vocab", self.extend_vocab, "0 with method='ia3' (IA3 "
                               "cannot train new embedding rows; use 'lora' or 'full')")
         if self.checkpoint_every is not None and not self.checkpoint_dir:
             raise ConfigError("checkpoint_dir", self.checkpoint_dir,
                               "a folder when checkpoint_every is set")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for JSON (checkpoints): a teacher object is kept by its description,
+        so a checkpointed distillation resumes only from a teacher saved to a folder."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        teacher = values["teacher"]
+        if teacher is not None and not isinstance(teacher, (str, os.PathLike)):
+            values["teacher"] = repr(teacher)
+        return {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in values.items()}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

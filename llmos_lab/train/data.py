@@ -22,6 +22,18 @@ def _tokens(cfg: TrainConfig) -> bool:
     return cfg.task == ModelTask.TOKEN_CLASSIFICATION
 
 
+def labels_of(cfg: TrainConfig, df: pd.DataFrame) -> list[Any]:
+    """The classes training learns, sorted (none for masked-lm: its targets are the text)."""
+    if cfg.task == ModelTask.MASKED_LM:
+        return []
+    if _tokens(cfg):
+        labels = sorted({t for tags in df[cfg.tags_column] for t in tags})
+    else:
+        labels = sorted(pd.unique(df[cfg.label_column]), key=str)
+    check_classes(labels, cfg.tags_column if _tokens(cfg) else cfg.label_column)
+    return labels
+
+
 def check_frame(cfg: TrainConfig, df: pd.DataFrame, what: str, with_labels: bool) -> None:
     """The configured columns exist and hold the right kinds of values."""
     if not isinstance(df, pd.DataFrame):
@@ -33,6 +45,7 @@ def check_frame(cfg: TrainConfig, df: pd.DataFrame, what: str, with_labels: bool
             ner.check_iob2(df, cfg.tags_column, what)
         return
     cols = {"text": cfg.text_column}
+    with_labels = with_labels and cfg.task != ModelTask.MASKED_LM
     if with_labels:
         cols["label"] = cfg.label_column
     require_columns(df, **cols)
@@ -72,6 +85,8 @@ def check_classes(labels: Sequence[Any], column: str) -> None:
 
 def check_labels(cfg: TrainConfig, df: pd.DataFrame, known: Sequence[Any]) -> None:
     """Every label (or tag) in ``df`` is one training saw; otherwise name the rows."""
+    if cfg.task == ModelTask.MASKED_LM:
+        return
     if _tokens(cfg):
         known_set = set(known)
         column = df[cfg.tags_column]
@@ -98,5 +113,6 @@ def check_resumable(cfg: TrainConfig, labels: Sequence[Any], state: dict[str, An
 
 def fingerprint(cfg: TrainConfig, df: pd.DataFrame) -> str:
     cols = [cfg.tokens_column, cfg.tags_column] if _tokens(cfg) \
+        else [cfg.text_column] if cfg.task == ModelTask.MASKED_LM \
         else [cfg.text_column, cfg.label_column]
     return checkpoints.fingerprint([list(map(str, df[c])) for c in cols])

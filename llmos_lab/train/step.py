@@ -16,7 +16,7 @@ import torch
 
 from .. import events, inference
 from ..errors import ConfigError, TrainingError
-from . import ner
+from . import distill, mlm, ner
 
 
 @dataclass
@@ -95,20 +95,15 @@ class TrainingStep:
                 for start in range(0, len(batch), micro):
                     part = batch[start:start + micro]
                     last = start + micro >= len(batch)
-                    labels = ner.pad([targets[i] for i in part]) if self._tokens \
-                        else torch.tensor([targets[i] for i in part])
-                    with self.replica_.no_sync(self._train_model, last), \
-                            inference.autocast(self.device_, self.config.precision):
-                        out = self._train_model(**self._collate([ids[i] for i in part]),
-                                                labels=labels.to(self.device_))
-                    if not torch.isfinite(out.loss):
+                    loss = self._batch_loss(part, ids, targets, last)
+                    if not torch.isfinite(loss):
                         raise TrainingError(
-                            f"loss became {out.loss.item()} at step {step}; lower lr "
+                            f"loss became {loss.item()} at step {step}; lower lr "
                             f"(now {self.config.lr}) or check the inputs; last good "
                             f"checkpoint: {getattr(self, '_last_checkpoint', None) or 'none'}")
                     with self.replica_.no_sync(self._train_model, last):
-                        scaler.scale(out.loss * (len(part) / len(batch))).backward()
-                    total += out.loss.item() * len(part) / len(batch)
+                        scaler.scale(loss * (len(part) / len(batch))).backward()
+                    total += loss.item() * len(part) / len(batch)
                 return total
             except torch.OutOfMemoryError:
                 self.model_.zero_grad(set_to_none=True)
@@ -119,6 +114,25 @@ class TrainingStep:
                     torch.cuda.empty_cache()
                 events.publish("train.oom", trainer=self, step=step,
                                micro_batch=self.micro_batch_size_)
+
+    def _batch_loss(self, part: np.ndarray, ids: list[list[int]], targets: list[Any],
+                    last: bool) -> torch.Tensor:
+        """The loss of one micro-batch: the model's own (cross-entropy, or masked-token for
+        masked-lm), mixed with the teacher's soft targets when distilling."""
+        cfg = self.config
+        if self._collator is not None:
+            inputs = mlm.masked_batch(self._collator, [ids[i] for i in part], self.device_)
+        else:
+            labels = ner.pad([targets[i] for i in part]) if self._tokens \
+                else torch.tensor([targets[i] for i in part])
+            inputs = {**self._collate([ids[i] for i in part]), "labels": labels.to(self.device_)}
+        with self.replica_.no_sync(self._train_model, last), \
+                inference.autocast(self.device_, cfg.precision):
+            out = self._train_model(**inputs)
+            if cfg.method != "distill":
+                return out.loss
+            return distill.loss(out.logits, out.loss, self._soft[part].to(self.device_),
+                                cfg.temperature, cfg.alpha)
 
     def _should_stop(self, row: dict[str, Any]) -> bool:
         """Early stopping: count evaluations since the best value of the chosen metric."""

@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import _io, assets, events, inference, loading
+from .. import _io, events, inference, loading
 from ..datasets import require_rows
 from ..devices import resolve_device
 from ..errors import ConfigError, NotFittedError
 from ..metrics import ClassificationReport
 from ..model_task import ModelTask
-from . import batching, checkpoints, fastpath, ner, peft_methods, replica, vocab
+from . import batching, checkpoints, continual, distill, mlm, ner, replica, setup
 from . import data as train_data
 from .batching import micro_batch_for
 from .config import METHODS, PRECISIONS, TASKS, TrainConfig
@@ -51,11 +51,11 @@ class Trainer(TrainingStep):
     # ------------------------------------------------------------------ public API
 
     def fit(self, train_df: pd.DataFrame, eval_df: pd.DataFrame | None = None, *,
-            progress: bool = True) -> Trainer:
+            progress: bool = True, replay_data: pd.DataFrame | None = None) -> Trainer:
         """Run every step; ``progress`` shows a ``tqdm.auto`` bar (a widget in notebooks)."""
         from tqdm.auto import tqdm
 
-        steps = self.steps(train_df, eval_df)
+        steps = self.steps(train_df, eval_df, replay_data=replay_data)
         with tqdm(steps, total=self.total_steps_, disable=not progress, unit="step",
                   desc=f"{self.config.model} ({self.config.method})", leave=False) as bar:
             for row in bar:
@@ -73,22 +73,26 @@ class Trainer(TrainingStep):
         return trainer.fit(train_df, eval_df, progress=progress)
 
     def steps(self, train_df: pd.DataFrame, eval_df: pd.DataFrame | None = None, *,
-              memory: int | str | None = None) -> Iterator[dict[str, Any]]:
+              memory: int | str | None = None, replay_data: pd.DataFrame | None = None
+              ) -> Iterator[dict[str, Any]]:
         """Validate and set up now, then yield once per optimizer step with its metrics.
 
         ``memory`` (a grant from the allocator, in bytes or "512MiB") caps the micro-batch:
         the largest that fits by :func:`~llmos_lab.batching.micro_batch_for` (measured once
         per model, method, max_length, device and precision, then cached), with gradient
-        accumulation keeping the effective batch at ``batch_size``.
+        accumulation keeping the effective batch at ``batch_size``. ``replay_data``: old
+        training rows, of which ``config.replay`` mixes a share into ``train_df``.
         """
         cfg = self.config
         self._check_frame(train_df, "training", with_labels=True)
         require_rows(train_df, "training")
-        if self._tokens:
-            labels = sorted({t for tags in train_df[cfg.tags_column] for t in tags})
-        else:
-            labels = sorted(pd.unique(train_df[cfg.label_column]), key=str)
-        train_data.check_classes(labels, cfg.tags_column if self._tokens else cfg.label_column)
+        if replay_data is not None:
+            self._check_frame(replay_data, "replay", with_labels=True)
+        train_df = continual.mix(train_df, replay_data, cfg.replay, cfg.seed)
+        labels = train_data.labels_of(cfg, train_df)
+        if cfg.init_from is not None:
+            labels = continual.joined_labels(continual.saved_labels(cfg.init_from, cfg.task),
+                                             labels)
         if eval_df is not None:
             self._check_frame(eval_df, "evaluation", with_labels=True)
             self._check_labels(eval_df, labels)
@@ -117,11 +121,17 @@ class Trainer(TrainingStep):
         widget's Stop button calls it while the loop runs elsewhere)."""
         self._stop_requested = True
 
-    def evaluate(self, df: pd.DataFrame) -> ClassificationReport:
+    def evaluate(self, df: pd.DataFrame) -> ClassificationReport | mlm.LanguageModelReport:
+        """A ClassificationReport on labelled data; masked-token loss and perplexity for a
+        masked-lm run."""
         self._check_fitted()
         self._check_frame(df, "evaluation", with_labels=True)
         require_rows(df, "evaluation")
         self._check_labels(df, self.labels_)
+        cfg = self.config
+        if cfg.task == ModelTask.MASKED_LM:
+            return mlm.evaluate(self.model_, self.tokenizer_, self._encode(df[cfg.text_column]),
+                                cfg.mlm_probability, cfg.eval_batch_size, self.device_, cfg.seed)
         pred = self.predict(df)
         if self._tokens:
             return ClassificationReport.from_tags(
@@ -134,6 +144,10 @@ class Trainer(TrainingStep):
         """Label, its probability and every class's probability, in input order; for token
         classification, the tokens and one tag per token."""
         self._check_fitted()
+        if self.config.task == ModelTask.MASKED_LM:
+            raise ConfigError("task", "masked-lm", "a classification task to predict with; a "
+                              "masked-lm result is fine-tuned from: TrainConfig(model=<saved "
+                              "folder>)")
         if self._tokens:
             return self._predict_tags(data)
         if isinstance(data, pd.DataFrame):
@@ -240,38 +254,16 @@ class Trainer(TrainingStep):
             raise NotFittedError("this Trainer is not fitted yet: call fit() or steps() first")
 
     def _setup_model(self, train_df: pd.DataFrame) -> None:
-        from transformers import AutoTokenizer
-
         cfg = self.config
         torch.manual_seed(cfg.seed)
-        path = self._model_path = assets.model_path(cfg.model)
+        path = self._model_path = setup.model_source(cfg)
         self.replica_ = replica.Replica(resolve_device(cfg.device))
         self.device_ = self.replica_.device
         if cfg.precision == "fp16" and self.device_.type != "cuda":
             raise ConfigError("precision", "fp16", f"'fp32' or 'bf16' on {self.device_.type} "
                               f"(fp16 autocast with loss scaling needs CUDA)")
-        with loading.quiet(), loading.source_errors(f"model {cfg.model!r} ({path})"):
-            # quiet: "newly initialized classifier" is the point here
-            self.tokenizer_ = AutoTokenizer.from_pretrained(path)
-            self.model_ = loading.model_class(cfg.task).from_pretrained(
-                path, num_labels=len(self.labels_),
-                id2label={i: str(label) for i, label in enumerate(self.labels_)},
-                label2id={str(label): i for i, label in enumerate(self.labels_)},
-            )
-            inference.check_max_length(
-                cfg.max_length, self.tokenizer_,
-                getattr(self.model_.config, "max_position_embeddings", None), cfg.model)
-            self.added_tokens_: list[str] = []
-            new_ids: list[int] = []
-            if cfg.extend_vocab:
-                self.added_tokens_ = vocab.unknown_words(
-                    self.tokenizer_, train_df[cfg.tokens_column], limit=cfg.extend_vocab)
-                new_ids = vocab.extend(self.tokenizer_, self.model_, self.added_tokens_)
-            # the head reads [CLS] only: compute the last layer for it alone (same numbers)
-            fastpath.first_token_only(self.model_)
-            if cfg.method != "full":
-                self.model_ = peft_methods.wrap(self.model_, cfg, new_ids)
-            self.model_.to(self.device_)
+        self.tokenizer_, self.model_, self.added_tokens_ = setup.build(
+            cfg, path, self.labels_, train_df, self.device_)
         trainable = sum(p.numel() for p in self.model_.parameters() if p.requires_grad)
         self.trainable_parameters_ = (trainable,
                                       sum(p.numel() for p in self.model_.parameters()))
@@ -327,15 +319,26 @@ class Trainer(TrainingStep):
         events.publish("train.end", trainer=self, steps=run.step)
 
     def _training_data(self, train_df: pd.DataFrame) -> tuple[list[list[int]], list[Any]]:
-        """Token ids and targets (a label id per text, or a label id per sub-token)."""
+        """Token ids and targets (a label id per text, a label id per sub-token, or nothing
+        for masked-lm); a distilling run also asks its teacher about every text, once."""
         cfg = self.config
         label_index = {label: i for i, label in enumerate(self.labels_)}
+        self._collator = mlm.collator(self.tokenizer_, cfg.mlm_probability) \
+            if cfg.task == ModelTask.MASKED_LM else None
         if self._tokens:
             enc = ner.encode(self.tokenizer_, train_df[cfg.tokens_column], cfg.max_length)
             return enc["input_ids"], ner.align(enc, list(train_df[cfg.tags_column]),
                                                label_index, cfg.label_all_subtokens)
-        return (self._encode(train_df[cfg.text_column]),
-                [label_index[v] for v in train_df[cfg.label_column]])
+        ids = self._encode(train_df[cfg.text_column])
+        if cfg.method == "distill":
+            probs, size = distill.teacher_probabilities(
+                cfg.teacher, list(train_df[cfg.text_column]), self.labels_,
+                max_length=cfg.max_length, batch_size=cfg.eval_batch_size)
+            distill.warn_if_larger(self.model_, size)
+            self._soft = torch.from_numpy(probs)
+        if self._collator is not None:
+            return ids, [None] * len(ids)
+        return ids, [label_index[v] for v in train_df[cfg.label_column]]
 
     def _restore(self, resume: Path, run: _RunState, rng: np.random.Generator,
                  optimizer, scheduler) -> None:
@@ -355,7 +358,7 @@ class Trainer(TrainingStep):
         self._last_checkpoint = checkpoints.save(
             cfg.checkpoint_dir, self.model_, optimizer, scheduler, {
                 "step": run.step, "batch_index": index + 1, "epoch_rng": run.epoch_rng,
-                "config": dataclasses.asdict(cfg), "data": run.fingerprint,
+                "config": cfg.to_dict(), "data": run.fingerprint,
                 "labels": [str(x) for x in self.labels_], "history": self._rows},
             keep=cfg.keep_checkpoints)
 

@@ -103,7 +103,7 @@ def test_extension_is_rebuilt_identically_on_resume(tiny_model, unknown_chars, t
 
 def test_extension_options_are_checked():
     with pytest.raises(ConfigError, match="extend_vocab"):
-        lab.TrainConfig(extend_vocab=10)  # sequence classification has no words
+        lab.TrainConfig(task="masked-lm", extend_vocab=10)  # it predicts tokens it has
     with pytest.raises(ConfigError, match="ia3"):
         lab.TrainConfig(task="token-classification", method="ia3", extend_vocab=10)
     with pytest.raises(ConfigError, match="extend_vocab"):
