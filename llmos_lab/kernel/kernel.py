@@ -29,7 +29,7 @@ from ..devices import resolve_device
 from ..errors import AdapterError, ConfigError, ModelStateError, TaskError
 from ..model_task import ModelTask
 from ..units import format_bytes, parse_bytes
-from . import adapters
+from . import adapters, ensemble
 from .decode import DecodeBatch
 from .residency import Residency, release_memory
 from .swap import ModelRecord, SwapSpace
@@ -67,6 +67,7 @@ class ModelKernel(Residency):
         self.precision = precision
         self.swap = SwapSpace(Path(swap_dir) if swap_dir else assets.cache_dir() / "swap")
         self._models: dict[str, ModelRecord] = {}
+        self.ensembles: dict[str, ensemble.Ensemble] = {}
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)  # notified when a call finishes
         self._clock = itertools.count(1)
@@ -122,6 +123,8 @@ class ModelKernel(Residency):
 
     def unload(self, name: str) -> None:
         with self._lock:
+            if self.ensembles.pop(name, None) is not None:
+                return
             rec = self._get(name)
             self._wait_idle(rec, "unload")
             with rec.lock:
@@ -212,6 +215,12 @@ class ModelKernel(Residency):
         string is one text; a DataFrame needs ``column=`` naming its text column."""
         texts = inference.as_texts(texts, column=column)
         batch_size = inference.positive_int("batch_size", batch_size, default=64)
+        if model in self.ensembles:
+            if adapter is not None:
+                raise ConfigError("adapter", adapter, f"None for ensemble {model!r} (its "
+                                  f"members name their adapters)")
+            return self.ensembles[model].infer(self, texts, batch_size=batch_size,
+                                               max_length=max_length)
         with self._lock:
             rec = self._get(model)
             task = rec.task
@@ -255,6 +264,17 @@ class ModelKernel(Residency):
         events.publish("kernel.generate", kernel=self, model=model, n=len(prompts),
                        seconds=time.perf_counter() - started)
         return out
+
+    def ensemble(self, name: str, members: Sequence[str], how: str = "mean"
+                 ) -> ModelHandle:
+        """Register ``name`` as an ensemble of loaded classifiers or adapters of one base
+        (``"base:adapter"``) that ``infer`` answers by averaging probabilities (``mean``) or
+        counting labels (``vote``); see ensemble.py."""
+        with self._lock:
+            if name in self._models or name in self.ensembles:
+                raise ConfigError("name", name, "a name not yet loaded or ensembled")
+            self.ensembles[name] = ensemble.build(self, name, members, how)
+        return ModelHandle(self, name)
 
     def decoder(self, model: str, max_batch: int = 16) -> DecodeBatch:
         """A continuous decode batch over a loaded causal LM: sequences join at the next
@@ -327,6 +347,10 @@ class ModelHandle:
         self.kernel.add_adapter(self.name, adapter_name, path_or_config)
 
     def __repr__(self) -> str:
+        group = self.kernel.ensembles.get(self.name)
+        if group is not None:
+            return (f"<ensemble {self.name!r}: {group.how} of "
+                    f"{', '.join(map(str, group.members))}>")
         row = self.kernel.ps().set_index("name").loc[self.name]
         return f"<model {self.name!r}: {row['kind']}, {row['state']}, {format_bytes(row['bytes'])}>"
 
