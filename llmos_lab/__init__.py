@@ -18,7 +18,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = {"agents", "allocator", "assets", "constraints", "datasets", "devices", "errors",
-               "events", "inference", "kernel", "loading", "metrics", "model_task", "pipelines",
+               "events", "inference", "kernel", "loading", "metrics", "model_task", "optimize",
+               "pipelines", "prompting",
                "ray_backend", "registry", "scheduler", "serve", "simulation", "tasks", "train",
                "units"}
 _MOVED = {  # old flat path -> module inside a room

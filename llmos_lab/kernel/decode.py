@@ -253,7 +253,7 @@ class DecodeBatch:
         else:
             with self.kernel._adapter(rec, seq.adapter):
                 out = rec.model(input_ids=ids, use_cache=True)
-            seq.cache, logits = _returned_cache(out), out.logits[0, -1]
+            seq.cache, logits = returned_cache(out), out.logits[0, -1]
         return _choose(logits, seq)
 
     def _decode(self, rec, seqs: list[Sequence], fast: bool) -> list[tuple[Sequence, int]]:
@@ -271,7 +271,7 @@ class DecodeBatch:
             last = torch.tensor([[s.tokens[-1]]], dtype=torch.long, device=self.kernel.device)
             with self.kernel._adapter(rec, s.adapter):
                 o = rec.model(input_ids=last, use_cache=True, **cache_kwarg(rec.model, s.cache))
-            s.cache = _returned_cache(o)
+            s.cache = returned_cache(o)
             out.append((s, _choose(o.logits[0, -1], s)))
         return out
 
@@ -283,7 +283,7 @@ def cache_kwarg(model, cache) -> dict[str, Any]:
     return {"cache" if "cache" in params else "past_key_values": cache}
 
 
-def _returned_cache(output) -> Any:
+def returned_cache(output) -> Any:
     cache = getattr(output, "cache", None)
     return cache if cache is not None else output.past_key_values
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -29,7 +30,7 @@ from ..devices import resolve_device
 from ..errors import AdapterError, ConfigError, ModelStateError, TaskError
 from ..model_task import ModelTask
 from ..units import format_bytes, parse_bytes
-from . import adapters, ensemble
+from . import adapters, ensemble, scoring
 from .decode import DecodeBatch
 from .residency import Residency, release_memory
 from .swap import ModelRecord, SwapSpace
@@ -264,6 +265,26 @@ class ModelKernel(Residency):
         events.publish("kernel.generate", kernel=self, model=model, n=len(prompts),
                        seconds=time.perf_counter() - started)
         return out
+
+    def loglikelihood(self, model: str, contexts: Sequence[str] | str,
+                      continuations: Sequence[str], *, prefix: str = "",
+                      batch_size: int | None = None) -> np.ndarray:
+        """Summed log-probability a causal LM gives each continuation after ``prefix +
+        context``: an array (contexts, continuations). The prefix runs once and its cache is
+        shared (see scoring.py); the basis of zero- and few-shot classification."""
+        contexts = inference.as_texts(contexts, "contexts")
+        continuations = inference.as_texts(continuations, "continuations")
+        batch_size = inference.positive_int("batch_size", batch_size, default=16)
+        with self._lock:
+            task = self._get(model).task
+        if task is not ModelTask.CAUSAL_LM:
+            raise TaskError(f"model {model!r} is a {task} model; scoring continuations needs "
+                            f"a causal-lm (e.g. 'smollm2')")
+        with self._use(model) as rec, rec.lock, self._adapter(rec, None), \
+                inference.autocast(self.device, self._precision(rec)):
+            return scoring.loglikelihood(rec.model, rec.tokenizer, prefix, contexts,
+                                         continuations, batch_size=batch_size,
+                                         device=self.device)
 
     def ensemble(self, name: str, members: Sequence[str], how: str = "mean"
                  ) -> ModelHandle:
