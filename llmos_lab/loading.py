@@ -8,6 +8,8 @@ model on the ``meta`` device, so the kernel can make room *before* the weights a
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from typing import Any
 
 import torch
 
-from . import _io, assets
+from . import _io, assets, structure
 from ._io import quiet
 from .errors import ConfigError, LlmosError, ModelSourceError, TaskError
 from .model_task import ModelTask
@@ -206,10 +208,40 @@ def load_weights(source: Source, task: str, head: dict[str, Any], dtype: torch.d
         kwargs = {**source.kwargs, **head}
         if dtype is not None:
             kwargs["dtype"] = dtype
-        model, info = model_class(task).from_pretrained(
-            source.folder, output_loading_info=True, **kwargs)
+        model, info = from_pretrained(model_class(task), source.folder,
+                                      output_loading_info=True, **kwargs)
     model.eval()
     return model, not (info["missing_keys"] or info.get("mismatched_keys"))
+
+
+def from_pretrained(cls, folder: str | os.PathLike, **kwargs: Any):
+    """``cls.from_pretrained``, also for a model whose layers were pruned (structure.py): that
+    one is built from its config, given its saved shapes, then given its weights (any whose
+    shape still differs, such as a head for other labels, stays freshly initialised)."""
+    config_file = Path(folder) / "config.json"
+    shapes = json.loads(config_file.read_text()).get(structure.KEY) \
+        if config_file.is_file() else None
+    if not shapes:
+        return cls.from_pretrained(folder, **kwargs)
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    with_info = kwargs.pop("output_loading_info", False)
+    dtype = kwargs.pop("dtype", None)
+    model = cls.from_config(AutoConfig.from_pretrained(folder, **kwargs))
+    structure.rebuild(model, shapes)
+    own = model.state_dict()
+    saved: dict[str, torch.Tensor] = {}
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        saved.update(load_file(file))
+    fits = {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(fits, strict=False)
+    if dtype is not None:
+        model.to(dtype)
+    model.eval()
+    info = {"missing_keys": set(own) - set(fits),
+            "mismatched_keys": {k for k in saved if k in own and k not in fits}}
+    return (model, info) if with_info else model
 
 
 def module_bytes(module: torch.nn.Module, dtype: torch.dtype | None = None) -> int:

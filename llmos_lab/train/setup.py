@@ -32,15 +32,15 @@ def load(cfg, path, labels: Sequence[Any]) -> tuple[Any, torch.nn.Module]:
     cls = loading.model_class(cfg.task)
     if cfg.init_from is not None:
         old = continual.saved_labels(path, cfg.task)
-        model = cls.from_pretrained(path)
+        model = loading.from_pretrained(cls, path)
         if cfg.task != ModelTask.MASKED_LM:
             continual.grow_head(model, old, labels)
     elif cfg.task == ModelTask.MASKED_LM:
         model = cls.from_pretrained(path)
         mlm.keep_pooler(model, path)
     else:
-        model = cls.from_pretrained(
-            path, num_labels=len(labels),
+        model = loading.from_pretrained(
+            cls, path, num_labels=len(labels),
             id2label={i: str(label) for i, label in enumerate(labels)},
             label2id={str(label): i for i, label in enumerate(labels)})
     return tokenizer, model
