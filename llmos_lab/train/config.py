@@ -33,6 +33,8 @@ from ..model_task import CLASSIFIERS, ModelTask
 TASKS = (*CLASSIFIERS, ModelTask.MASKED_LM)
 METHODS = ("full", "lora", "ia3", "distill")
 PRECISIONS = ("fp32", "bf16", "fp16")
+TASK_KEYS = {"task", "text_column", "label_column", "tokens_column", "tags_column",
+             "label_all_subtokens", "weight"}
 
 def _is_teacher(value: Any) -> bool:
     if isinstance(value, tuple):
@@ -73,6 +75,14 @@ class TrainConfig:
     replay: float = _option(
         "continual learning: rows of fit(replay_data=...) mixed into the training set, as a "
         "share of it (0.25: one old row per four new)", 0.0, Interval(Real, 0, 1))
+    tasks: dict[str, dict[str, Any]] | None = _option(  # noqa: RUF009
+        "multi-task: {name: {'task': 'sequence-classification' | 'token-classification', "
+        "optional columns, 'weight'}}: one encoder, a head per task; fit a dict of "
+        "DataFrames by name. None: one task", None, None,
+        Satisfies(lambda v: isinstance(v, dict) and len(v) >= 1, "a dict of task specs"))
+    task_temperature: float = _option(
+        "multi-task: draw each step's task with probability ~ rows ** (1 / T): 1 by size, "
+        "larger T evens the tasks out", 1.0, POSITIVE)
     mlm_probability: float = _option("task='masked-lm': share of tokens masked", 0.15,
                                      Interval(Real, 0, 1, closed="neither"))
     lora_r: int = _option("LoRA rank (method='lora')", 8, COUNT)
@@ -150,6 +160,8 @@ class TrainConfig:
                               "method='distill'")
         if self.task == ModelTask.MASKED_LM and self.method == "distill":
             raise ConfigError("method", self.method, "'full', 'lora' or 'ia3' for masked-lm")
+        if self.tasks is not None:
+            self._check_tasks()
         if self.extend_vocab and self.task == ModelTask.MASKED_LM:
             raise ConfigError("extend_vocab", self.extend_vocab, "0 with task='masked-lm'")
         if self.extend_vocab and self.method == "ia3":
@@ -158,6 +170,25 @@ class TrainConfig:
         if self.checkpoint_every is not None and not self.checkpoint_dir:
             raise ConfigError("checkpoint_dir", self.checkpoint_dir,
                               "a folder when checkpoint_every is set")
+
+    def _check_tasks(self) -> None:
+        """Each multi-task spec names a classification task and known keys only."""
+        if self.method != "full" or self.extend_vocab or self.init_from:
+            raise ConfigError("tasks", list(self.tasks), "method='full' without extend_vocab "
+                              "or init_from (one shared encoder with a head per task)")
+        for name, spec in self.tasks.items():
+            if not isinstance(spec, dict) or ModelTask.coerce(spec.get("task")) not in \
+                    CLASSIFIERS:
+                raise ConfigError(f"tasks[{name!r}]", spec, "a dict with 'task': "
+                                  "'sequence-classification' or 'token-classification'")
+            unknown = set(spec) - TASK_KEYS
+            if unknown:
+                raise ConfigError(f"tasks[{name!r}]", sorted(unknown),
+                                  f"keys among {sorted(TASK_KEYS)}")
+            weight = spec.get("weight", 1.0)
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or \
+                    not weight > 0:
+                raise ConfigError(f"tasks[{name!r}]['weight']", weight, "a number > 0")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for JSON (checkpoints): a teacher object is kept by its description,

@@ -26,7 +26,7 @@ from ..devices import resolve_device
 from ..errors import ConfigError, NotFittedError
 from ..metrics import ClassificationReport
 from ..model_task import ModelTask
-from . import batching, checkpoints, continual, distill, mlm, ner, replica, setup
+from . import batching, checkpoints, continual, distill, mlm, multitask, ner, replica, setup
 from . import data as train_data
 from .batching import micro_batch_for
 from .config import METHODS, PRECISIONS, TASKS, TrainConfig
@@ -40,6 +40,14 @@ class Trainer(TrainingStep):
     ``Trainer(cfg).fit(train_df, eval_df)`` returns self; learned state ends in ``_``:
     ``model_``, ``tokenizer_``, ``labels_``, ``history_``, ``device_``.
     """
+
+    def __new__(cls, config: TrainConfig | None = None, **overrides: Any):
+        """A config with ``tasks`` gets a MultiTaskTrainer (one encoder, a head per task)."""
+        config = config or TrainConfig()
+        if cls is Trainer and (overrides.get("tasks") or config.tasks) is not None:
+            merged = dataclasses.replace(config, **overrides) if overrides else config
+            return multitask.MultiTaskTrainer(merged)
+        return super().__new__(cls)
 
     def __init__(self, config: TrainConfig | None = None, **overrides: Any):
         config = config or TrainConfig()
