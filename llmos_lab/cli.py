@@ -51,7 +51,7 @@ def _assets_check(args: argparse.Namespace) -> int:
 # ``llmos-lab bench NAME`` runs benchmarks/<module>.py from the source checkout (they are not
 # installed with the package).
 BENCHMARKS: Registry[str] = Registry("benchmark")
-for _name in ("kernel", "pipelines", "scheduler", "serving", "trainer", "widgets"):
+for _name in ("kernel", "learning", "pipelines", "scheduler", "serving", "trainer", "widgets"):
     BENCHMARKS.register(_name, f"bench_{_name}")
 del _name
 

@@ -191,10 +191,14 @@ class MultiTaskTrainer(TrainingStep):
         view = self.views[task]
         was = self.model_.training
         self.model_.eval()
+        train_data.check_frame(view, data, f"task {task!r} prediction", False)
         try:
-            ids, _ = self._encoded(task, data) if view.task == ModelTask.TOKEN_CLASSIFICATION \
-                else (self.tokenizer_(list(data[view.text_column]), truncation=True,
-                                      max_length=view.max_length)["input_ids"], None)
+            if view.task == ModelTask.TOKEN_CLASSIFICATION:
+                ids = ner.encode(self.tokenizer_, data[view.tokens_column],
+                                 view.max_length)["input_ids"]
+            else:
+                ids = self.tokenizer_(list(data[view.text_column]), truncation=True,
+                                      max_length=view.max_length)["input_ids"]
             return self._predict_ids(task, view, data, ids)
         finally:
             self.model_.train(was)
@@ -226,6 +230,8 @@ class MultiTaskTrainer(TrainingStep):
         self._check_dict(data, "data", partial=True)
         reports = {}
         for task, frame in data.items():
+            train_data.check_frame(self.views[task], frame, f"task {task!r} evaluation", True)
+            train_data.check_labels(self.views[task], frame, self.labels_[task])
             view, pred = self.views[task], self.predict(frame, task)
             if view.task == ModelTask.TOKEN_CLASSIFICATION:
                 reports[task] = ClassificationReport.from_tags(
