@@ -61,6 +61,11 @@ class MultiTaskTrainer(TrainingStep):
         self.config = config
         self.views = {name: task_view(config, name) for name in config.tasks}
         self._rows: list[dict[str, Any]] = []
+        self._training = self._stop_requested = False
+
+    def stop(self) -> None:
+        """End a running fit after the step under way (as Trainer.stop; widgets call it)."""
+        self._stop_requested = True
 
     def fit(self, train: dict[str, pd.DataFrame], eval_data: dict[str, pd.DataFrame] |
             None = None, *, progress: bool = False) -> MultiTaskTrainer:
@@ -138,11 +143,16 @@ class MultiTaskTrainer(TrainingStep):
         started = time.perf_counter()
         events.publish("train.start", trainer=self, total_steps=self.total_steps_, config=cfg)
         self.model_.train()
+        self._training, self._stop_requested = True, False
         for step in range(1, self.total_steps_ + 1):
             name = names[rng.choice(len(names), p=weights / weights.sum())]
-            loss = self._step(name, next(batches[name]), data[name], optimizer, scheduler)
+            batch = next(batches[name])
+            t0 = time.perf_counter()
+            loss = self._step(name, batch, data[name], optimizer, scheduler)
             self.steps_per_task_[name] += 1
-            row = {"step": step, "task": name, "loss": loss, "lr": scheduler.get_last_lr()[0],
+            row = {"step": step, "epoch": step / self._per_epoch, "task": name, "loss": loss,
+                   "lr": scheduler.get_last_lr()[0],
+                   "samples_per_s": len(batch) / (time.perf_counter() - t0),
                    "seconds": time.perf_counter() - started}
             if eval_data and (step % (cfg.eval_every or self._per_epoch) == 0 or
                               step == self.total_steps_):
@@ -151,8 +161,12 @@ class MultiTaskTrainer(TrainingStep):
             self._rows.append(row)
             events.publish("train.step", trainer=self, total_steps=self.total_steps_, **row)
             yield row
+            if self._stop_requested:
+                events.publish("train.stopped", trainer=self, step=step)
+                break
         self.model_.eval()
-        events.publish("train.end", trainer=self, steps=self.total_steps_)
+        self._training = False
+        events.publish("train.end", trainer=self, steps=step)
 
     def _batches(self, ids: list[list[int]], rng: np.random.Generator) -> Iterator[np.ndarray]:
         lengths = np.array([len(x) for x in ids])

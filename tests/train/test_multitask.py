@@ -84,3 +84,16 @@ def test_bad_multi_task_data_names_the_task(tiny_model, data):
     clash = data[1]["sentiment"].assign(label="other")
     with pytest.raises(UnseenLabelError):
         trainer.fit(data[0], {"sentiment": clash})
+
+
+def test_a_training_view_follows_and_stops_a_multi_task_run(tiny_model, data):
+    from llmos_lab.widgets import TrainingDashboard
+
+    trainer = lab.Trainer(lab.TrainConfig(**BASE, tasks=TASKS))
+    view = TrainingDashboard(trainer)
+    steps = trainer.steps(*data)
+    next(steps)
+    trainer.stop()
+    assert list(steps) == []
+    assert len(trainer.history_) == 1 and view.runs[0].state == "stopped"
+    view.close()
