@@ -33,7 +33,7 @@ def teacher_probabilities(teacher: Any, texts: Sequence[str], labels: Sequence[A
     """
     if isinstance(teacher, tuple):
         kernel, name = teacher
-        frame = kernel.infer(name, list(texts), batch_size=batch_size)
+        frame = kernel.infer(name, list(texts), batch_size=batch_size, max_length=max_length)
         record = kernel.record(name.split(":")[0])  # infer just faulted it in
         size = _params(record.model) if record.model is not None else record.bytes // 4
     elif hasattr(teacher, "predict"):
