@@ -44,7 +44,7 @@ class Trainer(TrainingStep):
     def __new__(cls, config: TrainConfig | None = None, **overrides: Any):
         """A config with ``tasks`` gets a MultiTaskTrainer (one encoder, a head per task)."""
         config = config or TrainConfig()
-        tasks = overrides["tasks"] if "tasks" in overrides else config.tasks
+        tasks = overrides.get("tasks", config.tasks)
         if cls is Trainer and tasks is not None:
             merged = dataclasses.replace(config, **overrides) if overrides else config
             return multitask.MultiTaskTrainer(merged)
