@@ -557,6 +557,28 @@ def run(name: str, sizes: Any = FULL, table: dict[str, Callable] | None = None
     return out
 
 
+def suite_parser(prog: str, doc: str, table: dict[str, Callable]) -> argparse.ArgumentParser:
+    """The options every benchmark module shares: --quick, --only NAME, --threads N."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (for tests)")
+    parser.add_argument("--only", action="append", choices=list(table), metavar="NAME",
+                        help=f"run only this benchmark (repeatable): {', '.join(table)}")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (2)")
+    return parser
+
+
+def run_suite(names: Sequence[str], sizes: Any, table: dict[str, Callable]) -> int:
+    """Each benchmark in a private LLMOS_LAB_HOME, one JSON line each on stdout; 1 if any
+    failed."""
+    stdout, failed = sys.stdout, False
+    with private_home():
+        for name in names:
+            line = run(name, sizes, table)
+            failed |= "error" in line
+            print(json.dumps(line), file=stdout, flush=True)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench_kernel", description="Model-kernel benchmarks vs peers; one JSON line each.")

@@ -23,8 +23,6 @@ Speeds are through ``kernel.infer`` (fp32, batch 64, best of ``repeats`` rounds)
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 import time
@@ -36,7 +34,7 @@ from typing import Any
 import torch
 
 import llmos_lab as lab
-from benchmarks.bench_kernel import _config, _r, _tweets, private_home, run
+from benchmarks.bench_kernel import _config, _r, _tweets, run_suite, suite_parser
 from llmos_lab import optimize, prompting
 
 
@@ -220,22 +218,9 @@ def benchmarks() -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     table = benchmarks()
-    parser = argparse.ArgumentParser(prog="bench_learning", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (for tests)")
-    parser.add_argument("--only", action="append", choices=list(table), metavar="NAME",
-                        help=f"run only this benchmark (repeatable): {', '.join(table)}")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (2)")
-    args = parser.parse_args(argv)
+    args = suite_parser("bench_learning", __doc__, table).parse_args(argv)
     torch.set_num_threads(args.threads)
-    sizes = QUICK if args.quick else FULL
-    failed = False
-    stdout = sys.stdout
-    with private_home():
-        for name in args.only or list(table):
-            line = run(name, sizes, table)
-            failed |= "error" in line
-            print(json.dumps(line), file=stdout, flush=True)
-    return 1 if failed else 0
+    return run_suite(args.only or list(table), QUICK if args.quick else FULL, table)
 
 
 if __name__ == "__main__":

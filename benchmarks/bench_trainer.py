@@ -25,7 +25,6 @@ embeddings, T: the example's tokens without padding), the usual count for MFU.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -41,7 +40,7 @@ import numpy as np
 import torch
 
 import llmos_lab as lab
-from benchmarks.bench_kernel import _config, _r, _tweets, private_home, run
+from benchmarks.bench_kernel import _config, _r, _tweets, run_suite, suite_parser
 from llmos_lab import assets, inference
 
 
@@ -261,25 +260,14 @@ BENCHMARKS = {"speed": bench_speed, "bf16": bench_bf16, "lora_vs_full": bench_lo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench_trainer", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (for tests)")
-    parser.add_argument("--only", action="append", choices=list(BENCHMARKS), metavar="NAME",
-                        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (2)")
+    parser = suite_parser("bench_trainer", __doc__, BENCHMARKS)
     parser.add_argument("--train-rows", type=int, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     sizes = QUICK if args.quick else FULL
     if args.train_rows:
         sizes = replace(sizes, train_rows=args.train_rows)
-    failed = False
-    stdout = sys.stdout
-    with private_home():
-        for name in args.only or list(BENCHMARKS):
-            line = run(name, sizes, BENCHMARKS)
-            failed |= "error" in line
-            print(json.dumps(line), file=stdout, flush=True)
-    return 1 if failed else 0
+    return run_suite(args.only or list(BENCHMARKS), sizes, BENCHMARKS)
 
 
 if __name__ == "__main__":
