@@ -46,12 +46,14 @@ def direct(kernel, prefix, context, continuation) -> float:
     return float(sum(logp[start + i - 1, t] for i, t in enumerate(cont)))
 
 
+@pytest.mark.parametrize("batch_size", [3, 64])
 @pytest.mark.parametrize("prefix", ["", "an instruction with examples\n\n"])
-def test_loglikelihood_with_a_shared_prefix_equals_the_whole_sequence(kernel, prefix):
-    contexts = ["a short one", "a much longer context than the other one here"]
+def test_loglikelihood_with_a_shared_prefix_equals_the_whole_sequence(kernel, prefix,
+                                                                       batch_size):
+    contexts = ["a short one", "a much longer context than the other one here", "mid length"]
     conts = [" yes", " no way", " maybe not today"]
-    scores = kernel.loglikelihood("lm", contexts, conts, prefix=prefix, batch_size=4)
-    assert scores.shape == (2, 3)
+    scores = kernel.loglikelihood("lm", contexts, conts, prefix=prefix, batch_size=batch_size)
+    assert scores.shape == (3, 3)
     for i, ctx in enumerate(contexts):
         for j, cont in enumerate(conts):
             assert scores[i, j] == pytest.approx(direct(kernel, prefix, ctx, cont), abs=1e-4)
