@@ -206,7 +206,7 @@ class Allocation:
 
     policy: str
     capacity: Resources
-    grants: dict[str, Resources]
+    grants: Mapping[str, Resources]  # a Grants: read like a dict
     waiting: list[str]
     demands: dict[str, Demand] = field(repr=False)
 
@@ -256,35 +256,62 @@ def allocate(policy: str, capacity: Resources | dict, demands: Iterable[Demand |
 
 
 def _allocate_flat(fn: Policy, cap: np.ndarray, demands: list[Demand]
-                   ) -> tuple[dict[str, Resources], list[str]]:
+                   ) -> tuple[Grants, list[str]]:
     if not demands:
-        return {}, []
-    minimum = np.array([(d.minimum.memory, d.minimum.compute, d.minimum.gpus)
-                        for d in demands], dtype=float)
-    limit = cap * (1 + 1e-12) + _EPS
+        return Grants([], np.zeros((0, 3))), []
+    table = _pack(demands)  # one pass over the objects; the rest is arrays
+    minimum, want_all = table[:, 3:6], table[:, 0:3]
+    limit = cap + _EPS
     if np.all(minimum.sum(axis=0) <= limit):  # the common case: everyone is admitted
         admitted = np.ones(len(demands), dtype=bool)
         reserved = minimum.sum(axis=0)
-    else:  # highest priority first, then arrival order (a stable sort keeps it)
+    else:
         admitted = np.zeros(len(demands), dtype=bool)
         reserved = np.zeros(len(cap))
         for i in sorted(range(len(demands)), key=lambda i: -demands[i].priority):
             if np.all(reserved + minimum[i] <= limit):
-                admitted[i] = True
                 reserved += minimum[i]
+                admitted[i] = True
     rows = np.flatnonzero(admitted)
-    want = np.array([(d.want.memory, d.want.compute, d.want.gpus) for d in demands],
-                    dtype=float)[rows] - minimum[rows]
-    weight = np.array([demands[i].weight for i in rows], dtype=float)
-    priority = np.array([demands[i].priority for i in rows])
-    extra = fn(np.maximum(cap - reserved, 0.0), np.maximum(want, 0.0), weight, priority) \
-        if len(rows) else np.zeros((0, len(cap)))
+    want = want_all[rows] - minimum[rows]
+    extra = fn(np.maximum(cap - reserved, 0.0), np.maximum(want, 0.0), table[rows, 6],
+               table[rows, 7].astype(int)) if len(rows) else np.zeros((0, len(cap)))
     grant = minimum[rows] + np.minimum(np.maximum(extra, 0.0), want)
     grant[:, 0] = _whole_bytes(grant[:, 0])
-    grant = grant.tolist()
-    grants = {demands[i].id: Resources.from_array(grant[j]) for j, i in enumerate(rows)}
-    waiting = [demands[i].id for i in range(len(demands)) if not admitted[i]]
-    return grants, waiting
+    waiting = [demands[i].id for i in np.flatnonzero(~admitted)]
+    return Grants([demands[i].id for i in rows], grant), waiting
+
+
+def _pack(demands: list[Demand]) -> np.ndarray:
+    """want (3), minimum (3), weight, priority per demand: one row each."""
+    return np.array([(d.want.memory, d.want.compute, d.want.gpus, d.minimum.memory,
+                      d.minimum.compute, d.minimum.gpus, d.weight, d.priority)
+                     for d in demands], dtype=float)
+
+
+class Grants(Mapping):
+    """Task id -> Resources, kept as one array: a Resources is built when a grant is read,
+    so allocating for 10,000 tasks does not make 10,000 objects nobody may look at."""
+
+    def __init__(self, ids: list[str], rows: np.ndarray):
+        self._index = {task: i for i, task in enumerate(ids)}
+        self._rows = rows
+
+    def __getitem__(self, task_id: str) -> Resources:
+        return Resources.from_array(self._rows[self._index[task_id]].tolist())
+
+    def __iter__(self):
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
+    def array(self) -> np.ndarray:
+        """(tasks, 3): memory, compute, gpus, in iteration order."""
+        return self._rows
 
 
 def _whole_bytes(memory: np.ndarray) -> np.ndarray:
@@ -314,7 +341,8 @@ def _allocate_tenants(fn: Policy, capacity: Resources, demands: list[Demand],
                             max(m.priority for m in members),
                             float(sum(m.weight for m in members))))
     outer, _ = _allocate_flat(fn, capacity.to_array(), level)
-    grants: dict[str, Resources] = {}
+    ids: list[str] = []
+    rows: list[np.ndarray] = []
     waiting: list[str] = []
     for members, top in zip(tenants.values(), level, strict=True):
         share = outer.get(top.id)
@@ -322,9 +350,11 @@ def _allocate_tenants(fn: Policy, capacity: Resources, demands: list[Demand],
             waiting.extend(m.id for m in members)
             continue
         inner, wait = _allocate_flat(fn, share.to_array(), members)
-        grants.update(inner)
+        ids.extend(inner)
+        rows.append(inner.array())
         waiting.extend(wait)
     order = {d.id: i for i, d in enumerate(demands)}
+    grants = Grants(ids, np.concatenate(rows) if rows else np.zeros((0, 3)))
     return grants, sorted(waiting, key=order.get)
 
 

@@ -994,3 +994,18 @@ def test_drf_level_never_falls_below_satisfied_tasks():
                      [Demand("d0", Resources(0, 10.0)), Demand("d1", Resources(300, 1e-6))])
     assert alloc.grants["d0"].compute == pytest.approx(10.0)
     assert alloc.grants["d1"].memory == 3  # memory is d1's bottleneck, and it gets all of it
+
+
+def test_grants_read_like_a_dict_and_keep_one_array():
+    demands = [allocator.Demand(f"t{i}", allocator.Resources(1000 * (i + 1), 1.0 + i))
+               for i in range(4)]
+    out = allocator.allocate("drf", allocator.Resources(5000, 6.0), demands)
+    plain = dict(out.grants.items())
+    assert out.grants == plain and len(out.grants) == 4 and list(out.grants) == list(plain)
+    assert out.grants.get("missing") is None and "t0" in out.grants
+    assert isinstance(out.grants["t3"], allocator.Resources)
+    rows = out.grants.array()
+    assert rows.shape == (4, 3)
+    for i, task in enumerate(out.grants):
+        assert out.grants[task].memory == rows[i, 0] and out.grants[task].compute == rows[i, 1]
+    assert sum(g.memory for g in out.grants.values()) == 5000  # whole bytes, all of them
