@@ -91,25 +91,21 @@ def served(folder: Path | str, test, sizes: Sizes, name: str = "m") -> dict[str,
             "bytes": int(row["bytes"]), "texts_per_s": _r(len(texts) / best)}
 
 
-def _save(trainer_or_pruned, root: Path, name: str) -> Path:
-    return trainer_or_pruned.save(root / name)
-
-
 def distill(sizes: Sizes) -> dict[str, Any]:
     train, test = data(sizes)
     root = Path(tempfile.mkdtemp(prefix="distill-"))
     teacher = fit(sizes, train)
-    folder = _save(teacher, root, "teacher")
+    folder = teacher.save(root / "teacher")
     rows = {"teacher": served(folder, test, sizes)}
     for name, kw in (("student_distilled", dict(method="distill", teacher=str(folder))),
                      ("student_labels_only", {})):
         student = fit(sizes, train, **{**kw, "model": str(folder),
                                        "layers": sizes.student_layers})
-        rows[name] = served(_save(student, root, name), test, sizes)
+        rows[name] = served(student.save(root / name), test, sizes)
     for name, kw in (("tiny_distilled", dict(method="distill", teacher=str(folder))),
                      ("tiny_labels_only", {})):  # a student built from a config, not taken
         student = fit(sizes, train, model="tiny-bert", lr=1e-3, epochs=3.0, **kw)
-        rows[name] = served(_save(student, root, name), test, sizes)
+        rows[name] = served(student.save(root / name), test, sizes)
     return {"benchmark": "distill", **_flat(rows), "ratio": _r(
         rows["student_distilled"]["texts_per_s"] / rows["teacher"]["texts_per_s"]),
             "ratio_of": "student texts/s / teacher texts/s",
@@ -121,17 +117,17 @@ def prune(sizes: Sizes) -> dict[str, Any]:
     train, test = data(sizes)
     root = Path(tempfile.mkdtemp(prefix="prune-"))
     teacher = fit(sizes, train)
-    rows = {"unpruned": served(_save(teacher, root, "unpruned"), test, sizes)}
+    rows = {"unpruned": served(teacher.save(root / "unpruned"), test, sizes)}
     sample = train.sample(min(256, len(train)), random_state=SEED)
     for share in (0.3, 0.5):
         pruned = optimize.prune(teacher, heads=share, ffn=share, data=sample)
-        rows[f"structured_{share}"] = served(_save(pruned, root, f"s{share}"), test, sizes)
+        rows[f"structured_{share}"] = served(pruned.save(root / f"s{share}"), test, sizes)
         recovered = pruned.recover(train, max_steps=sizes.recover_steps, lr=sizes.lr * 2,
                                    device="cpu", max_length=64)
-        rows[f"structured_{share}_recovered"] = served(_save(recovered, root, f"r{share}"),
+        rows[f"structured_{share}_recovered"] = served(recovered.save(root / f"r{share}"),
                                                        test, sizes)
     magnitude = optimize.prune(teacher, magnitude=0.5)
-    rows["magnitude_0.5"] = {**served(_save(magnitude, root, "mag"), test, sizes),
+    rows["magnitude_0.5"] = {**served(magnitude.save(root / "mag"), test, sizes),
                              "sparsity": _r(magnitude.summary["sparsity"])}
     return {"benchmark": "prune", **_flat(rows), "ratio": _r(
         rows["structured_0.5"]["texts_per_s"] / rows["unpruned"]["texts_per_s"]),
@@ -161,7 +157,7 @@ def prompting_vs_fine_tuning(sizes: Sizes) -> dict[str, Any]:
         per_label = min(max(1, n // len(labels)), int(train["label"].value_counts().min()))
         few = train.groupby("label").sample(n=per_label, random_state=SEED)
         trainer = fit(sizes, few, **({"epochs": 10.0, "lr": sizes.lr * 4} if n < 500 else {}))
-        rows[f"minilm_{n}_rows"] = served(_save(trainer, root, f"ft{n}"), test, sizes)
+        rows[f"minilm_{n}_rows"] = served(trainer.save(root / f"ft{n}"), test, sizes)
     best_prompt = max((v for k, v in rows.items() if k.startswith("prompt")),
                       key=lambda v: v["accuracy"])
     return {"benchmark": "prompting", **_flat(rows), "ratio": _r(

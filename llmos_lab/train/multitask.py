@@ -14,6 +14,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,19 @@ class MultiTaskModel(torch.nn.Module):
                 else out.last_hidden_state[:, 0]
             return self.heads[task](self.dropout(pooled))
         return self.heads[task](self.dropout(out.last_hidden_state))
+
+
+class _Head:
+    """One task of a MultiTaskModel, shaped like a transformers classifier (``config``,
+    ``logits``) for inference.class_probabilities and inference.word_tags."""
+
+    def __init__(self, model: MultiTaskModel, task: str, labels: list[Any]):
+        self.model, self.task = model, task
+        self.config = SimpleNamespace(num_labels=len(labels),
+                                      id2label={i: str(x) for i, x in enumerate(labels)})
+
+    def __call__(self, input_ids, attention_mask) -> SimpleNamespace:
+        return SimpleNamespace(logits=self.model(self.task, input_ids, attention_mask))
 
 
 class MultiTaskTrainer(TrainingStep):
@@ -196,47 +210,29 @@ class MultiTaskTrainer(TrainingStep):
         optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
-    @torch.no_grad()
     def predict(self, data: pd.DataFrame, task: str) -> pd.DataFrame:
-        """One task's predictions: labels and probabilities, or words and tags."""
+        """One task's predictions: labels and probabilities, or words and tags (through the
+        same inference helpers as a single-task model)."""
         self._fitted()
         if task not in self.views:
             raise ConfigError("task", task, f"one of {sorted(self.views)}")
         view = self.views[task]
+        train_data.check_frame(view, data, f"task {task!r} prediction", False)
+        head = _Head(self.model_, task, self.labels_[task])
+        kw = dict(max_length=view.max_length, batch_size=view.eval_batch_size,
+                  device=self.device_, precision=self.config.precision)
         was = self.model_.training
         self.model_.eval()
-        train_data.check_frame(view, data, f"task {task!r} prediction", False)
         try:
             if view.task == ModelTask.TOKEN_CLASSIFICATION:
-                ids = ner.encode(self.tokenizer_, data[view.tokens_column],
-                                 view.max_length)["input_ids"]
-            else:
-                ids = self.tokenizer_(list(data[view.text_column]), truncation=True,
-                                      max_length=view.max_length)["input_ids"]
-            return self._predict_ids(task, view, data, ids)
+                words = [list(w) for w in data[view.tokens_column]]
+                return pd.DataFrame({"tokens": words, "tags": inference.word_tags(
+                    head, self.tokenizer_, words, **kw)})
+            probs = inference.class_probabilities(head, self.tokenizer_,
+                                                  list(data[view.text_column]), **kw)
+            return inference.probabilities_frame(probs, self.labels_[task])
         finally:
             self.model_.train(was)
-
-    def _predict_ids(self, task: str, view, data: pd.DataFrame, ids) -> pd.DataFrame:
-        labels, pad = self.labels_[task], self.tokenizer_.pad_token_id or 0
-        rows, out = [], []
-        for start in range(0, len(ids), view.eval_batch_size):
-            part = ids[start:start + view.eval_batch_size]
-            logits = self.model_(task, **inference.collate(part, pad, self.device_)).float()
-            out.append(torch.softmax(logits, dim=-1).cpu())
-            rows.extend(part)
-        if view.task != ModelTask.TOKEN_CLASSIFICATION:
-            return inference.probabilities_frame(torch.cat(out).numpy(), labels)
-        enc = ner.encode(self.tokenizer_, data[view.tokens_column], view.max_length)
-        best = [p.argmax(-1) for batch in out for p in batch]
-        tags = []
-        for i, words in enumerate(data[view.tokens_column]):
-            first = {}
-            for pos, w in enumerate(enc.word_ids(i)):
-                if w is not None and w not in first:
-                    first[w] = labels[int(best[i][pos])]
-            tags.append([first.get(w, "O") for w in range(len(words))])
-        return pd.DataFrame({"tokens": list(data[view.tokens_column]), "tags": tags})
 
     def evaluate(self, data: dict[str, pd.DataFrame]) -> dict[str, ClassificationReport]:
         """A report per task given (a dict of labelled DataFrames by task name)."""

@@ -31,9 +31,9 @@ def load(cfg, path, labels: Sequence[Any]) -> tuple[Any, torch.nn.Module]:
     tokenizer = AutoTokenizer.from_pretrained(path)
     cls = loading.model_class(cfg.task)
     if cfg.init_from is not None:
-        old = continual.saved_labels(path, cfg.task)
-        model = loading.from_pretrained(cls, path)
+        model = loading.from_pretrained(cls, path)  # steps() checked its task already
         if cfg.task != ModelTask.MASKED_LM:
+            old = [model.config.id2label[i] for i in range(model.config.num_labels)]
             continual.grow_head(model, old, labels)
     elif cfg.task == ModelTask.MASKED_LM:
         model = cls.from_pretrained(path)
