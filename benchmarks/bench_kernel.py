@@ -37,9 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import llmos_lab as lab
+from benchmarks import onnx_peer
 from llmos_lab import assets, datasets, inference, loading
 
 CPU = torch.device("cpu")
@@ -59,12 +61,13 @@ class Sizes:
     smollm2: bool = True  # SmolLM2's first load converts the GGUF (~15 s)
     train_rows: int = 1000
     test_texts: int | None = None  # None: the whole test split
+    matmul_n: int = 2048  # the matrix size at which the machine's matmul rate is measured
     quick: bool = False
 
 
 FULL = Sizes()
 QUICK = Sizes(texts=64, repeats=1, adapters=2, switches=4, fault_reps=2, smollm2=False,
-              train_rows=100, test_texts=64, quick=True)
+              train_rows=100, test_texts=64, matmul_n=256, quick=True)
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -183,70 +186,129 @@ def _release() -> None:
 # ---------------------------------------------------------------------------------- inference
 
 
-def _infer_vs_pipeline(bench: str, precision: str, quantize: str | None, sizes: Sizes
-                       ) -> dict[str, Any]:
-    texts = _eval_texts(sizes.texts)
-    kernel = _kernel(precision)
-    rec = _load_sent(kernel, quantize)
+def _float_model(rec, quantize: str | None):
+    """The float model an int8 one was made from (the kernel keeps its image), else itself."""
+    if not quantize:
+        return rec.model
+    return loading.load(loading.Source(str(rec.image)), rec.task, rec.head, None)[0]
+
+
+def _peers(rec, float_model, precision: str, quantize: str | None, folder: Path
+           ) -> dict[str, Callable[[Sequence[str]], list]]:
+    """transformers.pipeline on the kernel's own model object (default batch and 32) and
+    ONNX Runtime on the same weights (its int8 for the int8 line; fp32 otherwise, as it has no
+    CPU bf16) at batches of 32 and of the kernel's 64."""
     pipe = _pipeline(rec.model, rec.tokenizer)
     if precision == "bf16":
         def context():
             return torch.autocast("cpu", dtype=torch.bfloat16)
     else:
         context = contextlib.nullcontext
-    default_bs = getattr(pipe, "_batch_size", None) or 1
-    contenders = {
-        "kernel": lambda t: list(kernel.infer("sent", t)["label"]),
+    sess = onnx_peer.session(onnx_peer.export(float_model, rec.tokenizer, folder, quantize),
+                             torch.get_num_threads())
+    ort = "onnxruntime_int8" if quantize else "onnxruntime_fp32"
+    id2label = rec.model.config.id2label
+    return {
         "pipeline_default": lambda t: _pipe_labels(pipe, t, context),
         "pipeline_b32": lambda t: _pipe_labels(pipe, t, context, batch_size=32),
+        **{f"{ort}_b{b}": functools.partial(onnx_peer.labels, sess, rec.tokenizer,
+                                             id2label=id2label, batch_size=b,
+                                             max_length=MAX_LENGTH) for b in (32, 64)},
     }
-    for fn in contenders.values():  # warm-up: first calls allocate and pick kernels
-        fn(texts[:8])
-    best, labels = _race({k: functools.partial(fn, texts) for k, fn in contenders.items()},
-                         sizes.repeats)
-    rate = {k: len(texts) / s for k, s in best.items()}
-    peer = max(("pipeline_default", "pipeline_b32"), key=rate.__getitem__)
-    out: dict[str, Any] = {
-        "benchmark": bench,
-        "kernel_texts_per_s": _r(rate["kernel"]),
-        "pipeline_default_texts_per_s": _r(rate["pipeline_default"]),
-        "pipeline_b32_texts_per_s": _r(rate["pipeline_b32"]),
-        "ratio": _r(rate["kernel"] / rate[peer]),
-        "ratio_of": f"kernel texts/s / best pipeline texts/s ({peer})",
-        "target": ">= 1.1",
-        "agreement_default": _agreement(labels["kernel"], labels["pipeline_default"]),
-        "agreement_b32": _agreement(labels["kernel"], labels["pipeline_b32"]),
-    }
+
+
+def _infer_vs_peers(bench: str, precision: str, quantize: str | None, sizes: Sizes
+                    ) -> dict[str, Any]:
+    texts = _eval_texts(sizes.texts)
+    kernel = _kernel(precision)
+    rec = _load_sent(kernel, quantize)
+    float_model = _float_model(rec, quantize)
+    peak = matmul_rate(sizes.matmul_n, torch.bfloat16 if precision == "bf16" else torch.float32)
+    with tempfile.TemporaryDirectory(prefix="bench-onnx-") as tmp:
+        contenders = {"kernel": lambda t: list(kernel.infer("sent", t)["label"]),
+                      **_peers(rec, float_model, precision, quantize, Path(tmp))}
+        for fn in contenders.values():  # warm-up: first calls allocate and pick kernels
+            fn(texts[:8])
+        best, labels = _race({k: functools.partial(fn, texts) for k, fn in contenders.items()},
+                             sizes.repeats)
+    # peers at the kernel's precision: onnxruntime has no CPU bf16, so not on the bf16 line
+    equal = [k for k in best if k != "kernel" and not (precision == "bf16" and "onnx" in k)]
+    flops = model_flops(float_model, _lengths(rec.tokenizer, texts), training=False)
+    out = {"benchmark": bench, **_rates(best, len(texts), flops, peak, equal),
+           "target": ">= 1.2 the best peer at equal precision",
+           **{f"agreement_{k}": _agreement(labels["kernel"], v)
+              for k, v in labels.items() if k != "kernel"}}
     if precision != "fp32" or quantize:
-        if quantize:  # the float model the int8 one was made from (the kernel keeps it)
-            float_model, _, _ = loading.load(loading.Source(str(rec.image)), rec.task,
-                                             rec.head, None)
-        else:
-            float_model = rec.model
         ref = _labels(float_model, rec.tokenizer, texts)
         out["kernel_agreement_with_fp32"] = _agreement(labels["kernel"], ref)
-        out["pipeline_agreement_with_fp32"] = _agreement(labels[peer], ref)
-        del float_model
-    out.update(_config(n=len(texts), kernel_batch_size=64, pipeline_batch_sizes=[default_bs, 32],
-                       max_length=MAX_LENGTH, precision=precision, quantize=quantize,
-                       timing=f"best of {sizes.repeats} interleaved rounds"))
+        out["best_peer_agreement_with_fp32"] = _agreement(labels[out["best_peer"]], ref)
+    out.update(_config(n=len(texts), kernel_batch_size=64, max_length=MAX_LENGTH,
+                       precision=precision, quantize=quantize, onnxruntime=onnx_peer.version(),
+                       timing=f"best of {sizes.repeats} interleaved rounds",
+                       flops="model FLOPs 2 N T + 4 L d T^2 per text (N without embeddings, "
+                             "T its tokens without padding), whatever a contender skips"))
     kernel.unload("sent")
     return out
 
 
+def _rates(best: dict[str, float], n: int, flops: float, peak: float, peers: Sequence[str]
+           ) -> dict[str, Any]:
+    """texts/s and fraction of the matmul rate of every contender; ratio to the best peer."""
+    rate = {k: n / s for k, s in best.items()}
+    peer = max(peers, key=rate.__getitem__)
+    return {**{f"{k}_texts_per_s": _r(v) for k, v in rate.items()},
+            **{f"{k}_fraction_of_matmul": _r(flops / best[k] / peak, 3) for k in best},
+            "matmul_tflops": _r(peak / 1e12), "best_peer": peer,
+            "ratio": _r(rate["kernel"] / rate[peer]),
+            "ratio_of": f"kernel texts/s / the best peer's at equal precision ({peer})"}
+
+
+def _lengths(tokenizer, texts: Sequence[str], max_length: int = MAX_LENGTH) -> list[int]:
+    return [len(x) for x in tokenizer(list(texts), truncation=True,
+                                      max_length=max_length)["input_ids"]]
+
+
+def matmul_rate(n: int, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
+    """This machine's dense matrix-multiply FLOP/s at ``n x n`` (best of ``repeats``)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.mm(a, b)  # warm up the kernels
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def model_flops(model, lengths: Sequence[int], training: bool = True) -> float:
+    """FLOPs of one pass over examples of these token lengths (no padding): ``6 N T + 12 L d
+    T^2`` to train, a third of it to infer; N counts parameters outside the embeddings."""
+    embeddings = {id(p) for p in model.get_input_embeddings().parameters()}
+    base = getattr(model, "base_model", model)
+    emb_module = getattr(base, "embeddings", None)
+    if emb_module is not None:
+        embeddings |= {id(p) for p in emb_module.parameters()}
+    n = sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
+    c = model.config
+    t = np.asarray(lengths, dtype=float)
+    train = 6 * n * t.sum() + 12 * c.num_hidden_layers * c.hidden_size * (t**2).sum()
+    return float(train if training else train / 3)
+
+
 def infer_fp32(sizes: Sizes = FULL) -> dict[str, Any]:
-    """kernel.infer vs transformers.pipeline (default batch size and 32), fp32."""
-    return _infer_vs_pipeline("infer_fp32", "fp32", None, sizes)
+    """kernel.infer vs transformers.pipeline and onnxruntime (batches of 32 and 64), fp32."""
+    return _infer_vs_peers("infer_fp32", "fp32", None, sizes)
 
 
 def infer_bf16(sizes: Sizes = FULL) -> dict[str, Any]:
     """A bf16 kernel vs the pipeline under bf16 autocast; both also checked against fp32."""
-    return _infer_vs_pipeline("infer_bf16", "bf16", None, sizes)
+    return _infer_vs_peers("infer_bf16", "bf16", None, sizes)
 
 
 def infer_int8(sizes: Sizes = FULL) -> dict[str, Any]:
-    """quantize='int8' in the kernel vs the pipeline on the same int8 model object."""
-    return _infer_vs_pipeline("infer_int8", "fp32", "int8", sizes)
+    """quantize='int8' in the kernel vs the pipeline on the same int8 model object and
+    onnxruntime's dynamic int8 of the same weights."""
+    return _infer_vs_peers("infer_int8", "fp32", "int8", sizes)
 
 
 # ---------------------------------------------------------------------------------- adapters

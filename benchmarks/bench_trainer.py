@@ -40,7 +40,16 @@ import numpy as np
 import torch
 
 import llmos_lab as lab
-from benchmarks.bench_kernel import _config, _r, _tweets, run_suite, suite_parser
+from benchmarks.bench_kernel import (
+    _config,
+    _lengths,
+    _r,
+    _tweets,
+    matmul_rate,
+    model_flops,
+    run_suite,
+    suite_parser,
+)
 from llmos_lab import assets, inference
 
 
@@ -69,31 +78,6 @@ def _data(sizes: Sizes):
     return train.reset_index(drop=True), test.reset_index(drop=True), df.attrs["labels"]
 
 
-def matmul_rate(n: int, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
-    """This machine's dense matrix-multiply FLOP/s at ``n x n`` (best of ``repeats``)."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    torch.mm(a, b)  # warm up the kernels
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
-
-
-def model_flops(model, lengths: Sequence[int]) -> float:
-    """Training FLOPs of one pass over examples of these token lengths (no padding)."""
-    embeddings = {id(p) for p in model.get_input_embeddings().parameters()}
-    base = getattr(model, "base_model", model)
-    emb_module = getattr(base, "embeddings", None)
-    if emb_module is not None:
-        embeddings |= {id(p) for p in emb_module.parameters()}
-    n = sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
-    c = model.config
-    t = np.asarray(lengths, dtype=float)
-    return float(6 * n * t.sum() + 12 * c.num_hidden_layers * c.hidden_size * (t**2).sum())
-
-
 class _PeakRss:
     """The largest growth of this process's RSS over the block, sampled every 5 ms (the
     process-wide peak would also count whatever came before, such as reading the data)."""
@@ -116,11 +100,6 @@ class _PeakRss:
         self._done.set()
         self._thread.join()
         self.increase = self.peak - self.start
-
-
-def _lengths(tokenizer, texts: Sequence[str], max_length: int) -> list[int]:
-    return [len(x) for x in tokenizer(list(texts), truncation=True,
-                                      max_length=max_length)["input_ids"]]
 
 
 def _accuracy(model, tokenizer, test, labels, max_length: int) -> float:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import packed
 from .constraints import COUNT, check
 from .errors import ColumnError, ColumnTypeError, ConfigError
 
@@ -117,7 +118,8 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _length_batches(ids: Sequence[Sequence[int]], batch_size: int) -> list[np.ndarray]:
+def length_batches(ids: Sequence[Sequence[int]], batch_size: int) -> list[np.ndarray]:
+    """Indices of ``ids`` sorted by length, cut into batches (little padding in each)."""
     order = np.argsort([len(x) for x in ids], kind="stable")
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
@@ -133,9 +135,12 @@ def class_probabilities(model, tokenizer, texts: Sequence[str], *, max_length: i
     ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     probs = np.zeros((len(ids), n_labels), dtype=np.float32)
     pad = tokenizer.pad_token_id or 0
+    fast = packed.classifier(model)
     with autocast(device, precision):
-        for idx in _length_batches(ids, batch_size):
-            logits = model(**collate([ids[i] for i in idx], pad, device)).logits
+        for idx in length_batches(ids, batch_size):
+            rows = [ids[i] for i in idx]
+            logits = packed.logits(fast, rows) if fast is not None else \
+                model(**collate(rows, pad, device)).logits
             probs[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return probs
 
@@ -167,7 +172,7 @@ def word_tags(model, tokenizer, words: Sequence[Sequence[str]], *, max_length: i
     out: list[list[str]] = [["O"] * len(w) for w in words]
     pad = tokenizer.pad_token_id or 0
     with autocast(device, precision):
-        for idx in _length_batches(ids, batch_size):
+        for idx in length_batches(ids, batch_size):
             logits = model(**collate([ids[i] for i in idx], pad, device)).logits
             pred = logits.argmax(-1).cpu().numpy()
             for row, i in enumerate(idx):
@@ -201,7 +206,7 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: 
     else:  # greedy: make sure no sampling knob from generation_config leaks in
         generator_kwargs.update(temperature=None, top_k=None, top_p=None)
     with autocast(device, precision):
-        for idx in _length_batches(ids, batch_size):
+        for idx in length_batches(ids, batch_size):
             batch = collate([ids[i] for i in idx], pad, device, left=True)
             out = model.generate(**batch, **generator_kwargs)
             new = out[:, batch["input_ids"].shape[1]:].cpu()

@@ -1,0 +1,130 @@
+"""A BERT sequence classifier's inference on packed tokens: the exact fast path.
+
+``model(**padded_batch)`` computes every position of a padded batch in every layer, although a
+classifier reads one token and padding is thrown away. Here the batch's tokens are packed into
+one ``(tokens, hidden)`` matrix, so the projections and feed-forward blocks (nine twelfths of
+the FLOPs) skip the padding; only attention sees the batch padded. The last layer computes
+queries, attention output and feed-forward for ``[CLS]`` alone (keys and values still come from
+every token), as the trainer's ``fastpath.first_token_only`` does. The logits equal the padded
+forward's within float rounding (tested) and the work is a sixth less for MiniLM.
+
+The layers are called as modules, so LoRA / IA3 adapters (PEFT wraps those modules) and the
+kernel's int8 layers (``torch.ao`` dynamic quantization) take this path unchanged; anything
+else (another architecture, training mode, relative positions, prompt-learning adapters) goes
+through the model's own forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+_ADAPTER_TYPES = {"LORA", "IA3"}  # PEFT types that only wrap modules (no virtual tokens)
+
+
+def classifier(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The ``BertForSequenceClassification`` whose forward :func:`logits` may replace, or
+    None when this path does not apply (then the caller runs ``model(**batch)``)."""
+    if model.training:
+        return None
+    inner = model
+    if hasattr(model, "peft_config"):  # a PeftModel: only adapters that wrap modules
+        types = {
+            str(getattr(c.peft_type, "value", c.peft_type)).upper()
+            for c in model.peft_config.values()
+        }
+        if not types <= _ADAPTER_TYPES:
+            return None
+        inner = model.get_base_model()
+    if type(inner).__name__ != "BertForSequenceClassification":
+        return None
+    bert, config = inner.bert, inner.config
+    if (
+        bert.pooler is None
+        or config.is_decoder
+        or getattr(config, "position_embedding_type", "absolute") != "absolute"
+    ):
+        return None
+    if not all(type(layer).__name__ == "BertLayer" for layer in bert.encoder.layer):
+        return None
+    return inner
+
+
+def logits(model: torch.nn.Module, ids: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Class logits of ``model`` (as returned by :func:`classifier`) for a batch of token-id
+    lists, unpadded; one row per list, in order."""
+    bert = model.bert
+    device = bert.embeddings.word_embeddings.weight.device
+    lengths = torch.tensor([len(row) for row in ids])
+    width = int(lengths.max())
+    valid = torch.arange(width)[None, :] < lengths[:, None]
+    batch = _Batch(
+        len(ids),
+        width,
+        index=valid.reshape(-1).nonzero().squeeze(1).to(device),
+        first=(torch.cumsum(lengths, 0) - lengths).to(device),
+        mask=valid[:, None, None, :].to(device),
+    )
+    flat = torch.tensor([t for row in ids for t in row], device=device)
+    positions = torch.cat([torch.arange(n) for n in lengths.tolist()]).to(device)
+    x = _embed(bert.embeddings, flat, positions)
+    layers = bert.encoder.layer
+    for i, layer in enumerate(layers):
+        x = _layer(layer, x, batch, last=i == len(layers) - 1)
+    return model.classifier(bert.pooler.activation(bert.pooler.dense(x)))
+
+
+class _Batch:
+    """Where each packed row sits in the padded ``(rows, width)`` batch, and the key mask."""
+
+    def __init__(
+        self, rows: int, width: int, *, index: torch.Tensor, first: torch.Tensor, mask: torch.Tensor
+    ) -> None:
+        self.rows, self.width, self.index, self.first, self.mask = rows, width, index, first, mask
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """Packed ``(tokens, d)`` to padded ``(rows * width, d)`` (padding rows zero)."""
+        return x.new_zeros(self.rows * self.width, x.shape[1]).index_copy_(0, self.index, x)
+
+
+def _embed(emb, flat: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    x = emb.word_embeddings(flat) + emb.token_type_embeddings(torch.zeros_like(flat))
+    return emb.LayerNorm(x + emb.position_embeddings(positions))
+
+
+def _heads(x: torch.Tensor, rows: int, size: int) -> torch.Tensor:
+    return x.view(rows, -1, x.shape[-1] // size, size).transpose(1, 2)
+
+
+def _layer(layer, x: torch.Tensor, batch: _Batch, last: bool) -> torch.Tensor:
+    """One encoder layer on packed rows; the last keeps only each sequence's first row."""
+    attn = layer.attention.self
+    size, rows = attn.attention_head_size, batch.rows
+    padded = batch.pad(x)
+    key = _heads(attn.key(padded), rows, size)
+    value = _heads(attn.value(padded), rows, size)
+    if last:
+        x = x[batch.first]
+        query = _heads(attn.query(x), rows, size)
+    else:
+        query = _heads(attn.query(padded), rows, size)
+    context = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=batch.mask, scale=attn.scaling
+    )
+    context = context.transpose(1, 2).reshape(-1, context.shape[1] * size)
+    if not last:
+        context = context[batch.index]
+    out = layer.attention.output
+    hidden = out.LayerNorm(out.dense(context) + x)
+    return _feed_forward(layer, hidden)
+
+
+def _feed_forward(layer, hidden: torch.Tensor) -> torch.Tensor:
+    inner = layer.intermediate.dense(hidden)
+    act = layer.intermediate.intermediate_act_fn
+    # transformers' exact-erf GELUActivation runs in place: a fresh tensor, one pass fewer
+    inner = torch.ops.aten.gelu_(inner) if getattr(act, "act", None) is F.gelu else act(inner)
+    out = layer.output
+    return out.LayerNorm(out.dense(inner) + hidden)
