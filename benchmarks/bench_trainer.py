@@ -18,7 +18,8 @@ with its defaults otherwise (fused AdamW, dynamic padding by ``DataCollatorWithP
   accuracy of a full fine-tune and a LoRA (r=8, lr 1e-3) one.
 
 Training time is the optimizer-step loop only: model loading and tokenization are outside it for
-transformers and inside it for ours. Accuracy is measured for both through the same inference
+transformers and inside it for ours (Python's imports of transformers' modules are done before
+either side is timed). Accuracy is measured for both through the same inference
 path. Model FLOPs per example: ``6 N T + 12 n_layers d T^2`` (N: parameters outside the
 embeddings, T: the example's tokens without padding), the usual count for MFU.
 """
@@ -173,7 +174,16 @@ def theirs(sizes: Sizes, precision: str = "fp32", strategy: str = "random") -> d
             "flops": model_flops(model, lengths) * sizes.epochs}
 
 
+def _warm_imports() -> None:
+    """Import what both sides use before either is timed: Python imports of transformers'
+    modules (seconds) are a process's start-up, not training, and whichever side ran first
+    would otherwise pay them for both."""
+    import transformers.models.bert.modeling_bert  # noqa: F401
+    from transformers import Trainer  # noqa: F401
+
+
 def _side_by_side(sizes: Sizes, precision: str) -> dict[str, Any]:
+    _warm_imports()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     peak = matmul_rate(sizes.matmul_n, dtype)
     runs = {"ours": ours(sizes, precision),

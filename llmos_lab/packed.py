@@ -27,7 +27,7 @@ _ADAPTER_TYPES = {"LORA", "IA3"}  # PEFT types that only wrap modules (no virtua
 def classifier(model: torch.nn.Module) -> torch.nn.Module | None:
     """The ``BertForSequenceClassification`` whose forward :func:`logits` may replace, or
     None when this path does not apply (then the caller runs ``model(**batch)``)."""
-    if model.training:
+    if not isinstance(model, torch.nn.Module) or model.training:
         return None
     inner = model
     if hasattr(model, "peft_config"):  # a PeftModel: only adapters that wrap modules

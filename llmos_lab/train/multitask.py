@@ -204,7 +204,8 @@ class MultiTaskTrainer(TrainingStep):
             loss = torch.nn.functional.cross_entropy(logits.float(), labels)
         (loss * self.config.tasks[name].get("weight", 1.0)).backward()
         if self.config.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.model_.parameters(), self.config.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self.model_.parameters(), self.config.max_grad_norm,
+                                           foreach=True)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

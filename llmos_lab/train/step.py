@@ -34,7 +34,8 @@ class _RunState:
 
 class TrainingStep:
     """Expects the Trainer's ``config``, ``model_``, ``micro_batch_size_``, ``device_``,
-    ``replica_``, ``_train_model``, ``_collate``, ``_tokens`` and ``_per_epoch``."""
+    ``replica_``, ``_train_model``, ``_embedding_rows``, ``_collate``, ``_tokens`` and
+    ``_per_epoch``."""
 
     def _build_optimizer(self, total: int):
         """AdamW (fused on CPU and CUDA; no decay on biases and norms), linear warm-up then
@@ -59,9 +60,11 @@ class TrainingStep:
         t0 = time.perf_counter()
         loss = self.replica_.mean(self._accumulate(
             self.replica_.shard(batch), ids, targets, run.step + 1, scaler))
+        self._embedding_rows.densify()
         if cfg.max_grad_norm:
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model_.parameters(), cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self.model_.parameters(), cfg.max_grad_norm,
+                                           foreach=True)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
@@ -126,7 +129,7 @@ class TrainingStep:
             labels = ner.pad([targets[i] for i in part]) if self._tokens \
                 else torch.tensor([targets[i] for i in part])
             inputs = {**self._collate([ids[i] for i in part]), "labels": labels.to(self.device_)}
-        with self.replica_.no_sync(self._train_model, last), \
+        with self.replica_.no_sync(self._train_model, last), self._embedding_rows.sparse(), \
                 inference.autocast(self.device_, cfg.precision):
             out = self._train_model(**inputs)
             if cfg.method != "distill":

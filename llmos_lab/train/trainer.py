@@ -26,7 +26,18 @@ from ..devices import resolve_device
 from ..errors import ConfigError, NotFittedError
 from ..metrics import ClassificationReport
 from ..model_task import ModelTask
-from . import batching, checkpoints, continual, distill, mlm, multitask, ner, replica, setup
+from . import (
+    batching,
+    checkpoints,
+    continual,
+    distill,
+    mlm,
+    multitask,
+    ner,
+    replica,
+    rowgrad,
+    setup,
+)
 from . import data as train_data
 from .batching import micro_batch_for
 from .config import METHODS, PRECISIONS, TASKS, TrainConfig
@@ -304,6 +315,8 @@ class Trainer(TrainingStep):
             else None
         self.best_score_ = None
         self._train_model = self.replica_.wrap(self.model_)  # DDP across processes, if any
+        self._embedding_rows = rowgrad.EmbeddingRows(self.model_, self.device_,
+                                                     self.replica_.world)
         self.model_.train()
         self._training = True
         while run.step < run.total:
