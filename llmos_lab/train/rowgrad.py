@@ -64,3 +64,20 @@ class EmbeddingRows:
         self._rows = grad.indices()[0]
         self._buffer.index_copy_(0, self._rows, grad.values().to(self._buffer.dtype))
         weight.grad = self._buffer
+
+    def clip_(self, parameters, max_norm: float) -> torch.Tensor:
+        """``torch.nn.utils.clip_grad_norm_`` (the same norm, coefficient and scaling) that
+        reads and scales only the buffer's written rows: the rest are zeros."""
+        grads = [p.grad for p in parameters if p.grad is not None]
+        rows = self._rows if self._buffer is not None and any(
+            g is self._buffer for g in grads) else None
+        if rows is None:
+            return torch.nn.utils.clip_grad_norm_(parameters, max_norm, foreach=True)
+        others = [g for g in grads if g is not self._buffer]
+        written = self._buffer.index_select(0, rows)
+        norms = [*torch._foreach_norm(others), torch.linalg.vector_norm(written)]
+        total = torch.linalg.vector_norm(torch.stack(norms))
+        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        torch._foreach_mul_(others, coef)
+        self._buffer.index_copy_(0, rows, written.mul_(coef))
+        return total

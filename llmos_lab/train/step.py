@@ -63,8 +63,7 @@ class TrainingStep:
         self._embedding_rows.densify()
         if cfg.max_grad_norm:
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model_.parameters(), cfg.max_grad_norm,
-                                           foreach=True)
+            self._embedding_rows.clip_(list(self.model_.parameters()), cfg.max_grad_norm)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()

@@ -3,6 +3,7 @@ gives AdamW the same update as the dense gradient torch allocates every step."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -13,9 +14,10 @@ TEXTS = ["a short one", "a much longer text with many more words in it", "mid si
          "yet another example sentence", "one", "the last of the texts in this batch"]
 
 
-def _train(tiny_model, rows: bool, steps: int = 3, micro: int = 2) -> dict[str, torch.Tensor]:
+def _train(tiny_model, rows: bool, steps: int = 3, micro: int = 2, norms: list | None = None
+           ) -> dict[str, torch.Tensor]:
     """``steps`` AdamW steps (clipped, weight decay) over micro-batches, as the trainer takes
-    them; returns the parameters after."""
+    them; returns the parameters after (and each step's gradient norm in ``norms``)."""
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
@@ -33,7 +35,10 @@ def _train(tiny_model, rows: bool, steps: int = 3, micro: int = 2) -> dict[str, 
         if rows:
             assert model.bert.embeddings.word_embeddings.weight.grad.is_sparse
             embedding.densify()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5, foreach=True)
+        clip = embedding.clip_ if rows else torch.nn.utils.clip_grad_norm_
+        total = clip(list(model.parameters()), 0.5)
+        if norms is not None:
+            norms.append(float(total))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     assert not model.bert.embeddings.word_embeddings.sparse  # left as it was
@@ -41,7 +46,11 @@ def _train(tiny_model, rows: bool, steps: int = 3, micro: int = 2) -> dict[str, 
 
 
 def test_embedding_rows_give_the_dense_gradients_update(tiny_model):
-    dense, rows = _train(tiny_model, rows=False), _train(tiny_model, rows=True)
+    dense_norms, row_norms = [], []
+    dense = _train(tiny_model, rows=False, norms=dense_norms)
+    rows = _train(tiny_model, rows=True, norms=row_norms)
+    assert row_norms == pytest.approx(dense_norms, rel=1e-5)
+    assert max(dense_norms) > 0.5  # clipping did scale the gradients
     changed = (dense["bert.embeddings.word_embeddings.weight"] !=
                _train(tiny_model, rows=False, steps=0)["bert.embeddings.word_embeddings.weight"])
     assert changed.any(dim=1).sum() >= 10  # the table did train (rows of several steps)
