@@ -36,7 +36,7 @@ def _train(tiny_model, rows: bool, steps: int = 3, micro: int = 2, norms: list |
             assert model.bert.embeddings.word_embeddings.weight.grad.is_sparse
             embedding.densify()
         clip = embedding.clip_ if rows else torch.nn.utils.clip_grad_norm_
-        total = clip(list(model.parameters()), 0.5)
+        total = clip(list(model.parameters()), 0.005)
         if norms is not None:
             norms.append(float(total))
         optimizer.step()
@@ -50,7 +50,7 @@ def test_embedding_rows_give_the_dense_gradients_update(tiny_model):
     dense = _train(tiny_model, rows=False, norms=dense_norms)
     rows = _train(tiny_model, rows=True, norms=row_norms)
     assert row_norms == pytest.approx(dense_norms, rel=1e-5)
-    assert max(dense_norms) > 0.5  # clipping did scale the gradients
+    assert min(dense_norms) < 0.005 < max(dense_norms)  # steps with and without clipping
     changed = (dense["bert.embeddings.word_embeddings.weight"] !=
                _train(tiny_model, rows=False, steps=0)["bert.embeddings.word_embeddings.weight"])
     assert changed.any(dim=1).sum() >= 10  # the table did train (rows of several steps)
