@@ -90,12 +90,14 @@ def _kernel(precision: str = "fp32") -> lab.ModelKernel:
     return lab.ModelKernel(device="cpu", memory_budget="2GiB", precision=precision)
 
 
-def _load_sent(kernel: lab.ModelKernel, quantize: str | None = None):
-    """MiniLM with a fresh 3-class head (seeded), and its process-table record."""
+def _load_sent(kernel: lab.ModelKernel, quantize: str | None = None, name: str = "sent",
+               runtime: str = "torch"):
+    """MiniLM with a fresh 3-class head (seeded: the same head every time), and its
+    process-table record."""
     torch.manual_seed(0)
-    kernel.load("minilm", name="sent", task="sequence-classification", num_labels=3,
-                quantize=quantize)
-    return kernel.record("sent")
+    kernel.load("minilm", name=name, task="sequence-classification", num_labels=3,
+                quantize=quantize, runtime=runtime)
+    return kernel.record(name)
 
 
 def _pipeline(model, tokenizer):
@@ -224,20 +226,27 @@ def _infer_vs_peers(bench: str, precision: str, quantize: str | None, sizes: Siz
     rec = _load_sent(kernel, quantize)
     float_model = _float_model(rec, quantize)
     peak = matmul_rate(sizes.matmul_n, torch.bfloat16 if precision == "bf16" else torch.float32)
+    if precision != "bf16":  # the same model run by onnxruntime inside the kernel
+        _load_sent(kernel, quantize, "sent_ort", runtime="onnxruntime")
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as tmp:
         contenders = {"kernel": lambda t: list(kernel.infer("sent", t)["label"]),
+                      **({"kernel_onnxruntime": lambda t: list(kernel.infer("sent_ort", t)[
+                          "label"])} if precision != "bf16" else {}),
                       **_peers(rec, float_model, precision, quantize, Path(tmp))}
         for fn in contenders.values():  # warm-up: first calls allocate and pick kernels
             fn(texts[:8])
         best, labels = _race({k: functools.partial(fn, texts) for k, fn in contenders.items()},
                              sizes.repeats)
     # peers at the kernel's precision: onnxruntime has no CPU bf16, so not on the bf16 line
-    equal = [k for k in best if k != "kernel" and not (precision == "bf16" and "onnx" in k)]
+    equal = [k for k in best if not k.startswith("kernel")
+             and not (precision == "bf16" and "onnx" in k)]
     flops = model_flops(float_model, _lengths(rec.tokenizer, texts), training=False)
     out = {"benchmark": bench, **_rates(best, len(texts), flops, peak, equal),
            "target": ">= 1.2 the best peer at equal precision",
            **{f"agreement_{k}": _agreement(labels["kernel"], v)
               for k, v in labels.items() if k != "kernel"}}
+    if "kernel_onnxruntime" in best:
+        out["ratio_runtime_onnxruntime"] = _r(best[out["best_peer"]] / best["kernel_onnxruntime"])
     if precision != "fp32" or quantize:
         ref = _labels(float_model, rec.tokenizer, texts)
         out["kernel_agreement_with_fp32"] = _agreement(labels["kernel"], ref)
@@ -247,7 +256,8 @@ def _infer_vs_peers(bench: str, precision: str, quantize: str | None, sizes: Siz
                        timing=f"best of {sizes.repeats} interleaved rounds",
                        flops="model FLOPs 2 N T + 4 L d T^2 per text (N without embeddings, "
                              "T its tokens without padding), whatever a contender skips"))
-    kernel.unload("sent")
+    for name in list(kernel.ps()["name"]):
+        kernel.unload(name)
     return out
 
 

@@ -25,7 +25,7 @@ _SUBMODULES = {"agents", "allocator", "assets", "constraints", "datasets", "devi
 _MOVED = {  # old flat path -> module inside a room
     "adapters": "kernel.adapters", "residency": "kernel.residency", "swap": "kernel.swap",
     "batching": "train.batching", "checkpoints": "train.checkpoints",
-    "distributed": "train.launch", "fastpath": "train.fastpath", "ner": "train.ner",
+    "distributed": "train.launch", "fastpath": "packed", "ner": "train.ner",
     "peft_methods": "train.peft_methods", "replica": "train.replica",
     "train_config": "train.config", "train_data": "train.data", "train_step": "train.step",
     "trainer": "train.trainer", "vocab": "train.vocab",

@@ -246,7 +246,8 @@ def from_pretrained(cls, folder: str | os.PathLike, **kwargs: Any):
 
 def module_bytes(module: torch.nn.Module, dtype: torch.dtype | None = None) -> int:
     """Parameters and buffers, each storage once (tied weights count once), plus the packed
-    weights of dynamically quantized layers, which ``parameters()`` does not list."""
+    weights of dynamically quantized layers, which ``parameters()`` does not list, and the
+    ``runtime_bytes`` a module run by another runtime declares."""
     seen: set[tuple[int, int]] = set()
     total = 0
     for t in [*module.parameters(), *module.buffers()]:
@@ -258,6 +259,7 @@ def module_bytes(module: torch.nn.Module, dtype: torch.dtype | None = None) -> i
                 if dtype is not None and t.is_floating_point() else t.element_size())
         total += t.numel() * size
     for m in module.modules():
+        total += getattr(m, "runtime_bytes", 0)  # what another runtime's session holds
         packed = getattr(m, "_packed_params", None)
         if packed is not None and hasattr(packed, "_weight_bias"):
             weight, bias = packed._weight_bias()

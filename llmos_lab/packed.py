@@ -5,8 +5,9 @@ classifier reads one token and padding is thrown away. Here the batch's tokens a
 one ``(tokens, hidden)`` matrix, so the projections and feed-forward blocks (nine twelfths of
 the FLOPs) skip the padding; only attention sees the batch padded. The last layer computes
 queries, attention output and feed-forward for ``[CLS]`` alone (keys and values still come from
-every token), as the trainer's ``fastpath.first_token_only`` does. The logits equal the padded
-forward's within float rounding (tested) and the work is a sixth less for MiniLM.
+every token), as :func:`first_token_only` makes the model's own last layer do for training and
+for export. The logits equal the padded forward's within float rounding (tested) and the work
+is a sixth less for MiniLM.
 
 The layers are called as modules, so LoRA / IA3 adapters (PEFT wraps those modules) and the
 kernel's int8 layers (``torch.ao`` dynamic quantization) take this path unchanged; anything
@@ -16,6 +17,7 @@ through the model's own forward.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Sequence
 
 import torch
@@ -128,3 +130,43 @@ def _feed_forward(layer, hidden: torch.Tensor) -> torch.Tensor:
     inner = torch.ops.aten.gelu_(inner) if getattr(act, "act", None) is F.gelu else act(inner)
     out = layer.output
     return out.LayerNorm(out.dense(inner) + hidden)
+
+
+def first_token_only(model: torch.nn.Module) -> bool:
+    """Patch the last layer of a ``BertForSequenceClassification`` in place so that its own
+    forward computes queries, attention output and feed-forward for the first token only: the
+    same logits and gradients with a seventh fewer FLOPs (the trainer's models, and the graphs
+    the kernel exports to ONNX Runtime). Weights and state-dict keys are unchanged; returns
+    False and changes nothing for any other model."""
+    if type(model).__name__ != "BertForSequenceClassification":
+        return False
+    encoder = getattr(model.bert, "encoder", None)
+    layer = encoder.layer[-1] if encoder is not None and len(encoder.layer) else None
+    if layer is None or type(layer).__name__ != "BertLayer" or layer.is_decoder or \
+            model.bert.pooler is None:
+        return False
+    layer.forward = types.MethodType(_first_token_forward, layer)
+    return True
+
+
+def _first_token_forward(layer, hidden_states: torch.Tensor,
+                         attention_mask: torch.Tensor | None = None, *args, **kwargs):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    from transformers.models.bert.modeling_bert import eager_attention_forward
+
+    attn = layer.attention.self
+    batch, length = hidden_states.shape[:2]
+    size = attn.attention_head_size
+    first = hidden_states[:, :1]
+    query = attn.query(first).view(batch, 1, -1, size).transpose(1, 2)
+    key = attn.key(hidden_states).view(batch, length, -1, size).transpose(1, 2)
+    value = attn.value(hidden_states).view(batch, length, -1, size).transpose(1, 2)
+    if attention_mask is not None and attention_mask.dim() == 4:
+        attention_mask = attention_mask[:, :, :1, :]  # the first query's row
+    interface = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation,
+                                                      eager_attention_forward)
+    context, _ = interface(attn, query, key, value, attention_mask,
+                           dropout=attn.dropout.p if attn.training else 0.0,
+                           scaling=attn.scaling)
+    hidden = layer.attention.output(context.reshape(batch, 1, -1), first)
+    return layer.output(layer.intermediate(hidden), hidden)

@@ -25,10 +25,11 @@ ORT = {"fp32": ("onnxruntime_fp32_b32", "onnxruntime_fp32_b64"),
        "int8": ("onnxruntime_int8_b32", "onnxruntime_int8_b64")}
 
 
-def _infer_keys(ort: tuple[str, ...]) -> set[str]:
-    names = ("kernel", *PEERS, *ort)
+def _infer_keys(ort: tuple[str, ...], runtime: bool = True) -> set[str]:
+    names = ("kernel", *(("kernel_onnxruntime",) if runtime else ()), *PEERS, *ort)
     return ({f"{n}_texts_per_s" for n in names} | {f"{n}_fraction_of_matmul" for n in names}
             | {f"agreement_{n}" for n in names[1:]}
+            | ({"ratio_runtime_onnxruntime"} if runtime else set())
             | {"n", "kernel_batch_size", "max_length", "precision", "best_peer", "matmul_tflops",
                "onnxruntime"})
 
@@ -36,7 +37,7 @@ def _infer_keys(ort: tuple[str, ...]) -> set[str]:
 FP32_REF = {"kernel_agreement_with_fp32", "best_peer_agreement_with_fp32"}
 EXPECTED = {
     "infer_fp32": _infer_keys(ORT["fp32"]),
-    "infer_bf16": _infer_keys(ORT["fp32"]) | FP32_REF,
+    "infer_bf16": _infer_keys(ORT["fp32"], runtime=False) | FP32_REF,
     "infer_int8": _infer_keys(ORT["int8"]) | FP32_REF,
     "adapter_switch": {"kernel_s_per_switch", "peer_s_per_switch", "kernel_resident_bytes",
                        "kernel_adapter_bytes", "model_bytes", "resident_ratio", "agreement",
@@ -98,9 +99,10 @@ def test_inference_throughputs_are_positive_and_the_ratio_is_to_the_best_peer(qu
     line = quick_lines[name]
     rates = {k.removesuffix("_texts_per_s"): v for k, v in line.items()
              if k.endswith("_texts_per_s")}
-    assert all(v > 0 for v in rates.values()) and len(rates) == 5, rates
+    assert all(v > 0 for v in rates.values()) and len(rates) == (5 if "bf16" in name else 6)
     assert all(line[f"{k}_fraction_of_matmul"] > 0 for k in rates)
-    peers = [k for k in rates if k != "kernel" and not (name == "infer_bf16" and "onnx" in k)]
+    peers = [k for k in rates if not k.startswith("kernel")
+             and not (name == "infer_bf16" and "onnx" in k)]
     assert line["best_peer"] == max(peers, key=rates.get)  # onnxruntime has no CPU bf16
     assert line["ratio"] == pytest.approx(rates["kernel"] / rates[line["best_peer"]], rel=1e-2)
     assert line["n"] == 64
@@ -111,6 +113,7 @@ def test_onnxruntime_computes_the_kernels_labels_in_fp32(quick_lines):
     """The same weights exported: a peer that computed something else would not be a peer."""
     line = quick_lines["infer_fp32"]
     assert line["agreement_onnxruntime_fp32_b32"] >= 0.95
+    assert line["agreement_kernel_onnxruntime"] >= 0.95  # the kernel's own onnxruntime runtime
     assert line["agreement_pipeline_b32"] >= 0.95
 
 

@@ -30,7 +30,7 @@ from ..devices import resolve_device
 from ..errors import AdapterError, ConfigError, ModelStateError, TaskError
 from ..model_task import ModelTask
 from ..units import format_bytes, parse_bytes
-from . import adapters, ensemble, scoring
+from . import adapters, ensemble, runtimes, scoring
 from .decode import DecodeBatch
 from .residency import Residency, release_memory
 from .swap import ModelRecord, SwapSpace
@@ -40,6 +40,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PARAMETERS = {
     "precision": (Options(*PRECISIONS),),
     "quantize": (None, Options("int8")),
+    "runtime": (Options(*runtimes.RUNTIMES),),
     "to": (None, Options("host", "disk")),
     "temperature": (Interval(Real, 0, None),),
 }
@@ -83,12 +84,17 @@ class ModelKernel(Residency):
     def load(self, name_or_path: str | os.PathLike, name: str | None = None, *,
              task: str | None = None, num_labels: int | None = None,
              labels: Sequence[str] | None = None, dtype: str | torch.dtype | None = None,
-             quantize: str | None = None, pin: bool = False) -> ModelHandle:
-        """Load a model (shipped name, local folder, GGUF file, hub id) under ``name``."""
+             quantize: str | None = None, pin: bool = False, runtime: str = "torch"
+             ) -> ModelHandle:
+        """Load a model (shipped name, local folder, GGUF file, hub id) under ``name``;
+        ``runtime="onnxruntime"`` runs a sequence classifier's forward in ONNX Runtime."""
         name = name or Path(os.fspath(name_or_path)).name
         check("quantize", quantize, PARAMETERS["quantize"])
-        if quantize and self.device.type != "cpu":
-            raise ConfigError("quantize", quantize, "None on a GPU (dynamic int8 is CPU-only)")
+        check("runtime", runtime, PARAMETERS["runtime"])
+        if (quantize or runtime != "torch") and self.device.type != "cpu":
+            raise ConfigError("quantize" if quantize else "runtime", quantize or runtime,
+                              "None / 'torch' on a GPU (dynamic int8 and onnxruntime run on "
+                              "the CPU here)")
         with self._lock:
             if name in self._models:
                 raise ModelStateError(f"a model named {name!r} is already loaded (loaded: "
@@ -99,6 +105,10 @@ class ModelKernel(Residency):
         task = loading.infer_task(name, config, source, task)
         head = loading.head_kwargs(task, config, num_labels, labels)
         dt = loading.parse_dtype(dtype)
+        if runtime != "torch" and (task is not ModelTask.SEQUENCE_CLASSIFICATION or dt):
+            raise ConfigError("runtime", runtime, f"'torch' for model {name!r}: onnxruntime "
+                              f"runs sequence classifiers in their own dtype (this is a "
+                              f"{task}{f' in {dt}' if dt else ''})")
         estimate = loading.estimate_bytes(config, task, head, dt)
         with self._lock:
             self._make_room(estimate, name)
@@ -106,9 +116,11 @@ class ModelKernel(Residency):
             with loading.source_errors(f"model {name!r} from {source.folder!r}"):
                 model, tokenizer, image = loading.load(source, task, head, dt)
             rec = ModelRecord(name, source, task, head, dt, quantize, model, tokenizer,
-                              _labels(model, task), image=image,
+                              _labels(model, task), image=image, runtime=runtime,
                               max_positions=getattr(config, "max_position_embeddings", None))
-            if quantize:
+            if runtime != "torch":
+                rec.model = runtimes.session_model(rec, self.swap, model)
+            elif quantize:
                 if rec.image is None:  # keep a float copy: int8 is rebuilt from it
                     self.swap.write_base(rec)
                 rec.model = loading.quantize_int8(model)
@@ -167,11 +179,12 @@ class ModelKernel(Residency):
                 ("cpu" if r.state == "host" else "disk"),
                 "bytes": r.bytes, "adapter_bytes": sum(r.adapters.values()),
                 "cuda_bytes": r.cuda_bytes, "pinned": r.pinned, "adapters": list(r.adapters),
-                "quantize": r.quantize, "last_used": pd.Timestamp(r.last_used, unit="s"),
+                "quantize": r.quantize, "runtime": r.runtime,
+                "last_used": pd.Timestamp(r.last_used, unit="s"),
                 "hits": r.hits, "faults": r.faults, "load_seconds": r.load_seconds,
             } for r in self._models.values()]
         columns = ["name", "kind", "state", "device", "bytes", "adapter_bytes", "cuda_bytes",
-                   "pinned", "adapters", "quantize", "last_used", "hits", "faults",
+                   "pinned", "adapters", "quantize", "runtime", "last_used", "hits", "faults",
                    "load_seconds"]
         return pd.DataFrame(rows, columns=columns)
 
@@ -315,9 +328,10 @@ class ModelKernel(Residency):
         if not isinstance(adapter_name, str) or not adapter_name:
             raise ConfigError("adapter_name", adapter_name, "a non-empty string")
         with self._use(model) as rec, rec.lock:
-            if rec.quantize:
-                raise AdapterError(f"model {model!r} is int8-quantized and cannot take an "
-                                   f"adapter; load it without quantize= to add adapters")
+            if rec.quantize or rec.runtime != "torch":
+                what = "int8-quantized" if rec.quantize else f"run by {rec.runtime}"
+                raise AdapterError(f"model {model!r} is {what} and cannot take an adapter; "
+                                   f"load it without quantize= / runtime= to add adapters")
             if adapter_name in rec.adapters:
                 raise AdapterError(f"model {model!r} already has an adapter {adapter_name!r}")
             if rec.image is None:  # the base must stay rebuildable without its adapters
@@ -333,8 +347,8 @@ class ModelKernel(Residency):
                        bytes=rec.adapters[adapter_name])
 
     def _precision(self, rec: ModelRecord) -> str:
-        """int8 layers compute in float32 (they reject bf16 inputs)."""
-        return "fp32" if rec.quantize else self.precision
+        """int8 layers compute in float32 (they reject bf16 inputs), as ONNX Runtime does."""
+        return "fp32" if rec.quantize or rec.runtime != "torch" else self.precision
 
     # ------------------------------------------------------------------ residency
 

@@ -19,6 +19,7 @@ import torch
 from .. import events, loading
 from ..errors import MemoryBudgetError, ModelStateError, UnknownNameError
 from ..units import format_bytes
+from . import runtimes
 from .swap import ModelRecord
 
 WAIT_FOR_BUSY_SECONDS = 600.0
@@ -140,7 +141,9 @@ class Residency:
     def _fault_in(self, rec: ModelRecord) -> None:
         started, previous = time.perf_counter(), rec.state
         with rec.lock:
-            if rec.state == "disk":
+            if rec.state == "disk" and rec.runtime != "torch":  # its graph is its image
+                rec.model = runtimes.session_model(rec, self.swap)
+            elif rec.state == "disk":
                 model, _ = loading.load_weights(loading.Source(str(rec.image)), rec.task,
                                                 rec.head, rec.dtype)
                 if rec.quantize:

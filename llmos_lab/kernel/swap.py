@@ -48,6 +48,8 @@ class ModelRecord:
     adapter_image: Path | None = None  # folder with every adapter, once written
     active: int = 0  # calls in flight: never evicted while > 0
     max_positions: int | None = None  # the longest input the model takes, in tokens
+    runtime: str = "torch"  # or "onnxruntime" (kernel/runtimes.py)
+    runtime_image: Path | None = None  # the exported graph: a runtime model's whole image
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
@@ -68,19 +70,20 @@ class SwapSpace:
         weakref.finalize(self, _remove, self._written)
 
     def write_base(self, rec: ModelRecord) -> None:
-        """Write a dirty base model once; clean ones already have their source."""
-        if rec.image is not None:
+        """Write a dirty base model once; clean ones already have their source (and a runtime
+        model its exported graph)."""
+        if rec.image is not None or rec.runtime_image is not None:
             return
 
         def save(folder: str) -> None:
             rec.model.save_pretrained(folder)
             rec.tokenizer.save_pretrained(folder)
 
-        rec.image = self._write(save, rec.name)
+        rec.image = self.write(save, rec.name)
 
     def write_adapters(self, rec: ModelRecord) -> None:
         if rec.adapters and rec.adapter_image is None:
-            rec.adapter_image = self._write(rec.model.save_pretrained, f"{rec.name}-adapters")
+            rec.adapter_image = self.write(rec.model.save_pretrained, f"{rec.name}-adapters")
 
     def attach_adapters(self, model: torch.nn.Module, rec: ModelRecord) -> torch.nn.Module:
         """Re-attach adapters written by PEFT's save_pretrained ("default" at the root)."""
@@ -96,11 +99,12 @@ class SwapSpace:
 
     def drop(self, rec: ModelRecord) -> None:
         """Delete what this swap space wrote for a model (never a model's own source)."""
-        for folder in (rec.image, rec.adapter_image):
+        for folder in (rec.image, rec.adapter_image, rec.runtime_image):
             if folder is not None and folder.parent == self.folder:
                 shutil.rmtree(folder, ignore_errors=True)
 
-    def _write(self, writer, label: str) -> Path:
+    def write(self, writer, label: str) -> Path:
+        """``writer(folder)`` fills a new image folder, written atomically; its path."""
         with self._lock:
             self._serial += 1
             target = self.folder / f"{label}-{os.getpid()}-{self._serial}"

@@ -13,10 +13,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .. import assets, inference, loading
+from .. import assets, inference, loading, packed
 from ..errors import ConfigError
 from ..model_task import ModelTask
-from . import continual, distill, fastpath, mlm, peft_methods, vocab
+from . import continual, distill, mlm, peft_methods, vocab
 
 
 def model_source(cfg) -> Any:
@@ -75,7 +75,7 @@ def build(cfg, path, labels: Sequence[Any], train_df: pd.DataFrame, device: torc
         added = new_words(cfg, tokenizer, train_df) if cfg.extend_vocab else []
         new_ids = vocab.extend(tokenizer, model, added)
         # the head reads [CLS] only: compute the last layer for it alone (same numbers)
-        fastpath.first_token_only(model)
+        packed.first_token_only(model)
         if cfg.method in ("lora", "ia3"):
             model = peft_methods.wrap(model, cfg, new_ids)
         model.to(device)

@@ -11,7 +11,7 @@ from transformers import (
 )
 
 from llmos_lab import inference
-from llmos_lab.train import fastpath
+from llmos_lab import packed as fastpath
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
