@@ -8,8 +8,6 @@ length-sorted batches, padded to each batch's longest row, as the kernel does.
 
 from __future__ import annotations
 
-import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,32 +15,15 @@ import numpy as np
 import torch
 
 from llmos_lab import inference
+from llmos_lab.kernel import runtimes
 
 
 def export(model, tokenizer, folder: Path, quantize: str | None = None) -> Path:
-    """``model.onnx`` (and ``model.int8.onnx`` when ``quantize="int8"``) in ``folder``.
-
-    The TorchScript exporter (``dynamo=False``) is used because onnxruntime runs its graph
-    fastest: measured side by side on MiniLM, 322 texts/s vs 281 for the dynamo exporter's
-    graph and 293 / 279 after onnxruntime's BERT fusion optimizer (which only slowed it)."""
-    path = Path(folder) / "model.onnx"
-    enc = tokenizer(["an example", "a somewhat longer example"], padding=True,
-                    return_tensors="pt")
-    axes = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
-            "logits": {0: "batch"}}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (enc["input_ids"], enc["attention_mask"]), str(path),
-                          input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                          dynamic_axes=axes, opset_version=17, dynamo=False)
-    if quantize != "int8":
-        return path
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    logging.getLogger().setLevel(logging.ERROR)  # its "consider pre-processing" advice
-    out = path.with_suffix(".int8.onnx")
-    quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8)
-    return out
+    """The plain graph a user exports (no first-token shortcut), with the kernel's own export
+    code: the TorchScript exporter, which onnxruntime runs fastest (side by side on MiniLM: 322
+    texts/s vs 281 for the dynamo exporter's graph, 293 / 279 after onnxruntime's BERT fusion
+    optimizer, which only slowed it)."""
+    return runtimes.export(model, tokenizer, folder, quantize, first_token_only=False)
 
 
 def session(path: Path, threads: int):
