@@ -33,21 +33,16 @@ def classifier(model: torch.nn.Module) -> torch.nn.Module | None:
         return None
     inner = model
     if hasattr(model, "peft_config"):  # a PeftModel: only adapters that wrap modules
-        types = {
-            str(getattr(c.peft_type, "value", c.peft_type)).upper()
-            for c in model.peft_config.values()
-        }
-        if not types <= _ADAPTER_TYPES:
+        kinds = {str(getattr(c.peft_type, "value", c.peft_type)).upper()
+                 for c in model.peft_config.values()}
+        if not kinds <= _ADAPTER_TYPES:
             return None
         inner = model.get_base_model()
     if type(inner).__name__ != "BertForSequenceClassification":
         return None
     bert, config = inner.bert, inner.config
-    if (
-        bert.pooler is None
-        or config.is_decoder
-        or getattr(config, "position_embedding_type", "absolute") != "absolute"
-    ):
+    if bert.pooler is None or config.is_decoder or \
+            getattr(config, "position_embedding_type", "absolute") != "absolute":
         return None
     if not all(type(layer).__name__ == "BertLayer" for layer in bert.encoder.layer):
         return None
@@ -62,13 +57,10 @@ def logits(model: torch.nn.Module, ids: Sequence[Sequence[int]]) -> torch.Tensor
     lengths = torch.tensor([len(row) for row in ids])
     width = int(lengths.max())
     valid = torch.arange(width)[None, :] < lengths[:, None]
-    batch = _Batch(
-        len(ids),
-        width,
-        index=valid.reshape(-1).nonzero().squeeze(1).to(device),
-        first=(torch.cumsum(lengths, 0) - lengths).to(device),
-        mask=valid[:, None, None, :].to(device),
-    )
+    batch = _Batch(len(ids), width,
+                   index=valid.reshape(-1).nonzero().squeeze(1).to(device),
+                   first=(torch.cumsum(lengths, 0) - lengths).to(device),
+                   mask=valid[:, None, None, :].to(device))
     flat = torch.tensor([t for row in ids for t in row], device=device)
     positions = torch.cat([torch.arange(n) for n in lengths.tolist()]).to(device)
     x = _embed(bert.embeddings, flat, positions)
@@ -81,9 +73,8 @@ def logits(model: torch.nn.Module, ids: Sequence[Sequence[int]]) -> torch.Tensor
 class _Batch:
     """Where each packed row sits in the padded ``(rows, width)`` batch, and the key mask."""
 
-    def __init__(
-        self, rows: int, width: int, *, index: torch.Tensor, first: torch.Tensor, mask: torch.Tensor
-    ) -> None:
+    def __init__(self, rows: int, width: int, *, index: torch.Tensor, first: torch.Tensor,
+                 mask: torch.Tensor) -> None:
         self.rows, self.width, self.index, self.first, self.mask = rows, width, index, first, mask
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,9 +103,8 @@ def _layer(layer, x: torch.Tensor, batch: _Batch, last: bool) -> torch.Tensor:
         query = _heads(attn.query(x), rows, size)
     else:
         query = _heads(attn.query(padded), rows, size)
-    context = F.scaled_dot_product_attention(
-        query, key, value, attn_mask=batch.mask, scale=attn.scaling
-    )
+    context = F.scaled_dot_product_attention(query, key, value, attn_mask=batch.mask,
+                                             scale=attn.scaling)
     context = context.transpose(1, 2).reshape(-1, context.shape[1] * size)
     if not last:
         context = context[batch.index]
