@@ -39,7 +39,7 @@ class OnnxClassifier(torch.nn.Module):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(graph), options,
                                             providers=["CPUExecutionProvider"])
-        self.config = config
+        self.config = config  # labels and sizes, read by inference as a torch model's
         self.graph = graph
         # what the session holds: the graph's weights (its file is almost nothing else)
         self.runtime_bytes = graph.stat().st_size
@@ -63,7 +63,8 @@ def session_model(rec, swap, model: torch.nn.Module | None = None) -> OnnxClassi
     if rec.runtime_image is None:
         rec.runtime_image = swap.write(
             lambda folder: export(model, rec.tokenizer, folder, rec.quantize), f"{rec.name}-onnx")
-    config = AutoConfig.from_pretrained(rec.runtime_image)
+    config = model.config if model is not None else AutoConfig.from_pretrained(
+        rec.runtime_image)
     return OnnxClassifier(rec.runtime_image / graph_name(rec.quantize), config,
                           torch.get_num_threads())
 
