@@ -270,7 +270,12 @@ def module_bytes(module: torch.nn.Module, dtype: torch.dtype | None = None) -> i
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 quantization of Linear layers (CPU): weights stored in int8, activations
-    quantized on the fly. About 4x smaller Linear weights; accuracy change is measured."""
+    quantized on the fly (:mod:`llmos_lab.int8` on oneDNN, else ``torch.ao``). About 4x
+    smaller Linear weights; the accuracy change is measured (``bench kernel``)."""
+    from . import int8
+
+    if int8.available():
+        return int8.quantize(model)
     from torch.ao.quantization import quantize_dynamic
 
     with warnings.catch_warnings():

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from . import int8
+
 _ADAPTER_TYPES = {"LORA", "IA3"}  # PEFT types that only wrap modules (no virtual tokens)
 
 
@@ -109,17 +111,27 @@ def _layer(layer, x: torch.Tensor, batch: _Batch, last: bool) -> torch.Tensor:
     if not last:
         context = context[batch.index]
     out = layer.attention.output
-    hidden = out.LayerNorm(out.dense(context) + x)
+    hidden = out.LayerNorm(_dense(out.dense, context, residual=x))
     return _feed_forward(layer, hidden)
 
 
 def _feed_forward(layer, hidden: torch.Tensor) -> torch.Tensor:
-    inner = layer.intermediate.dense(hidden)
-    act = layer.intermediate.intermediate_act_fn
-    # transformers' exact-erf GELUActivation runs in place: a fresh tensor, one pass fewer
-    inner = torch.ops.aten.gelu_(inner) if getattr(act, "act", None) is F.gelu else act(inner)
+    dense, act = layer.intermediate.dense, layer.intermediate.intermediate_act_fn
+    exact_gelu = getattr(act, "act", None) is F.gelu  # transformers' exact-erf GELUActivation
+    if exact_gelu and isinstance(dense, int8.Int8Linear):
+        inner = dense(hidden, post_op="gelu")
+    else:  # GELU in place on the fresh tensor: one pass fewer
+        inner = dense(hidden)
+        inner = torch.ops.aten.gelu_(inner) if exact_gelu else act(inner)
     out = layer.output
-    return out.LayerNorm(out.dense(inner) + hidden)
+    return out.LayerNorm(_dense(out.dense, inner, residual=hidden))
+
+
+def _dense(linear: torch.nn.Module, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """``linear(x) + residual``; an int8 layer adds it in its epilogue."""
+    if isinstance(linear, int8.Int8Linear):
+        return linear(x, residual=residual)
+    return linear(x) + residual
 
 
 def first_token_only(model: torch.nn.Module) -> bool:

@@ -12,7 +12,7 @@ from transformers import (
     AutoTokenizer,
 )
 
-from llmos_lab import inference, packed, structure
+from llmos_lab import inference, int8, packed, structure
 
 TEXTS = ["a short one", "a much longer text with many more words in it than the first one is",
          "mid sized text here", "x", "another text of some middling length, with commas"]
@@ -66,11 +66,18 @@ def test_adapters_take_the_packed_path_and_change_its_answer(tiny_model, tokeniz
     assert not torch.allclose(padded, base_logits, atol=1e-3)
 
 
-def test_int8_layers_take_the_packed_path(tiny_model, tokenizer):
+@pytest.mark.parametrize("quantizer", ["onednn", "torch.ao"])
+def test_int8_layers_take_the_packed_path(tiny_model, tokenizer, quantizer):
     """Dynamic int8 scales activations per call, and the packed call holds no padding rows, so
-    the two agree to int8 rounding rather than bitwise."""
-    model = torch.ao.quantization.quantize_dynamic(_model(tiny_model), {torch.nn.Linear},
-                                                   dtype=torch.qint8)
+    the two agree to int8 rounding rather than bitwise (the oneDNN layers also fuse GELU and
+    the residuals into their epilogue here)."""
+    if quantizer == "onednn":
+        if not int8.available():
+            pytest.skip("this torch has no oneDNN int8 linear")
+        model = int8.quantize(_model(tiny_model))
+    else:
+        model = torch.ao.quantization.quantize_dynamic(_model(tiny_model), {torch.nn.Linear},
+                                                       dtype=torch.qint8)
     padded, fast = _both(model, tokenizer)
     torch.testing.assert_close(fast, padded, rtol=0, atol=0.05)
 
