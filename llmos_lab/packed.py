@@ -95,11 +95,16 @@ def _heads(x: torch.Tensor, rows: int, size: int) -> torch.Tensor:
 
 def _layer(layer, x: torch.Tensor, batch: _Batch, last: bool) -> torch.Tensor:
     """One encoder layer on packed rows; the last keeps only each sequence's first row."""
-    attn = layer.attention.self
+    attn, out = layer.attention.self, layer.attention.output
     size, rows = attn.attention_head_size, batch.rows
     padded = batch.pad(x)
-    key = _heads(attn.key(padded), rows, size)
-    value = _heads(attn.value(padded), rows, size)
+    fold = _plain(attn.key, attn.value, out.dense)
+    if fold:  # no key bias (softmax ignores a per-query constant); the value bias moves on
+        key, value = F.linear(padded, attn.key.weight), F.linear(padded, attn.value.weight)
+        out_bias = out.dense.bias + out.dense.weight @ attn.value.bias  # rows of p sum to 1
+    else:
+        key, value, out_bias = attn.key(padded), attn.value(padded), None
+    key, value = _heads(key, rows, size), _heads(value, rows, size)
     if last:
         x = x[batch.first]
         query = _heads(attn.query(x), rows, size)
@@ -110,8 +115,7 @@ def _layer(layer, x: torch.Tensor, batch: _Batch, last: bool) -> torch.Tensor:
     context = context.transpose(1, 2).reshape(-1, context.shape[1] * size)
     if not last:
         context = context[batch.index]
-    out = layer.attention.output
-    hidden = out.LayerNorm(_dense(out.dense, context, residual=x))
+    hidden = out.LayerNorm(_dense(out.dense, context, residual=x, bias=out_bias))
     return _feed_forward(layer, hidden)
 
 
@@ -127,10 +131,23 @@ def _feed_forward(layer, hidden: torch.Tensor) -> torch.Tensor:
     return out.LayerNorm(_dense(out.dense, inner, residual=hidden))
 
 
-def _dense(linear: torch.nn.Module, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """``linear(x) + residual``; an int8 layer adds it in its epilogue."""
+def _plain(*linears: torch.nn.Module) -> bool:
+    """Plain ``nn.Linear`` layers with biases (no adapter, no int8), outside autograd and
+    autocast: the layer's biases may be moved and its residuals summed in place."""
+    return not torch.is_grad_enabled() and all(
+        type(m) is torch.nn.Linear and m.bias is not None
+        and not torch.is_autocast_enabled(m.weight.device.type) for m in linears)
+
+
+def _dense(linear: torch.nn.Module, x: torch.Tensor, residual: torch.Tensor,
+           bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``linear(x) + residual`` (with ``bias`` for the layer's own when given). ``residual``
+    is a fresh tensor of the caller's, consumed: a plain layer accumulates into it in place
+    (no bias copy, no extra pass), an int8 layer adds it in its epilogue."""
     if isinstance(linear, int8.Int8Linear):
         return linear(x, residual=residual)
+    if _plain(linear):
+        return residual.add_(linear.bias if bias is None else bias).addmm_(x, linear.weight.T)
     return linear(x) + residual
 
 

@@ -31,13 +31,23 @@ def _model(tiny_model, attn: str = "sdpa", labels: int = 3):
 
 
 @torch.inference_mode()
-def _both(model, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's own padded forward and the packed path, on the same ids."""
+def _both(model, tokenizer, grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's own padded forward and the packed path, on the same ids (the packed one
+    under inference mode, as the kernel runs it, unless ``grad``)."""
     ids = tokenizer(TEXTS)["input_ids"]
     padded = model(**inference.collate(ids, tokenizer.pad_token_id, torch.device("cpu")))
     fast = packed.classifier(model)
     assert fast is not None
-    return padded.logits, packed.logits(fast, ids)
+    with torch.inference_mode(not grad):
+        return padded.logits, packed.logits(fast, ids).clone()
+
+
+def test_with_autograd_on_no_bias_moves_or_in_place_sums(tiny_model, tokenizer):
+    model = _model(tiny_model)
+    padded, fast = _both(model, tokenizer, grad=True)
+    torch.testing.assert_close(fast, padded, rtol=1e-5, atol=1e-6)
+    fast.sum().backward()  # an in-place sum would have broken the graph
+    assert model.bert.encoder.layer[0].attention.self.key.weight.grad is not None
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
@@ -115,3 +125,10 @@ def test_other_models_and_modes_go_through_their_own_forward(tiny_model):
     relative = _model(tiny_model)
     relative.config.position_embedding_type = "relative_key"
     assert packed.classifier(relative) is None
+
+
+def test_under_bf16_autocast_too(tiny_model, tokenizer):
+    model = _model(tiny_model)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        padded, fast = _both(model, tokenizer)
+    torch.testing.assert_close(fast.float(), padded.float(), rtol=0, atol=0.05)
