@@ -132,10 +132,12 @@ def _feed_forward(layer, hidden: torch.Tensor) -> torch.Tensor:
 
 
 def _plain(*linears: torch.nn.Module) -> bool:
-    """Plain ``nn.Linear`` layers with biases (no adapter, no int8), outside autograd and
-    autocast: the layer's biases may be moved and its residuals summed in place."""
+    """Plain ``nn.Linear`` layers with biases (no adapter, no int8, no hooks a user or a
+    library registered), outside autograd and autocast: the layer's biases may be moved and
+    its residuals summed in place without calling the module."""
     return not torch.is_grad_enabled() and all(
         type(m) is torch.nn.Linear and m.bias is not None
+        and not (m._forward_pre_hooks or m._forward_hooks)
         and not torch.is_autocast_enabled(m.weight.device.type) for m in linears)
 
 

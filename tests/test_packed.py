@@ -50,6 +50,21 @@ def test_with_autograd_on_no_bias_moves_or_in_place_sums(tiny_model, tokenizer):
     assert model.bert.encoder.layer[0].attention.self.key.weight.grad is not None
 
 
+def test_hooks_on_a_layer_still_run(tiny_model, tokenizer):
+    model, calls = _model(tiny_model), []
+    for layer in model.bert.encoder.layer:  # silence the second half of each head set
+        gate = torch.ones(layer.attention.output.dense.in_features)
+        gate[gate.numel() // 2:] = 0
+        layer.attention.output.dense.register_forward_pre_hook(
+            lambda _m, a, g=gate: calls.append("pre") or (a[0] * g,))
+    model.bert.encoder.layer[0].attention.self.value.register_forward_hook(
+        lambda _m, _a, y: calls.append("post") or y * 2)
+    padded, fast = _both(model, tokenizer)
+    torch.testing.assert_close(fast, padded, rtol=1e-5, atol=1e-6)
+    layers = len(model.bert.encoder.layer)
+    assert calls.count("pre") == 2 * layers and calls.count("post") == 2  # padded, then packed
+
+
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_packed_logits_equal_the_padded_forward(tiny_model, tokenizer, attn):
     padded, fast = _both(_model(tiny_model, attn), tokenizer)
