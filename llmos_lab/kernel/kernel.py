@@ -347,7 +347,8 @@ class ModelKernel(Residency):
                        bytes=rec.adapters[adapter_name])
 
     def _precision(self, rec: ModelRecord) -> str:
-        """int8 layers compute in float32 (they reject bf16 inputs), as ONNX Runtime does."""
+        """int8 models keep float32 between their int8 layers, as ONNX Runtime does: bf16
+        autocast would only round what the layers quantize again."""
         return "fp32" if rec.quantize or rec.runtime != "torch" else self.precision
 
     # ------------------------------------------------------------------ residency
