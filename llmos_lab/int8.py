@@ -17,9 +17,12 @@ dynamic quantization is used instead, as before.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
+
+from .errors import ModelStateError
 
 _ONEDNN = hasattr(torch.ops, "onednn") and hasattr(torch.ops.onednn, "qlinear_pointwise")
 
@@ -79,8 +82,12 @@ def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
     """``x`` as uint8 with one scale and zero point spanning its range (and 0, exactly)."""
     if x.numel() == 0:
         return x.to(torch.uint8), 1.0, 0
-    low, high = torch.aminmax(x)
-    low, high = min(float(low), 0.0), max(float(high), 0.0)
+    low, high = (float(v) for v in torch.aminmax(x))
+    if not (math.isfinite(low) and math.isfinite(high)):  # no scale can stand for them
+        raise ModelStateError(f"an int8 layer's input holds {'nan' if low != low else 'inf'}"
+                              f" (range {low}..{high}): the model's weights or inputs are not "
+                              "finite")
+    low, high = min(low, 0.0), max(high, 0.0)
     scale = (high - low) / 255 or 1.0
     zero = min(255, max(0, round(-low / scale)))
     with warnings.catch_warnings():  # quantized tensors are deprecated; the fused pass is not

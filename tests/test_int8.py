@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from llmos_lab import int8, loading
+from llmos_lab.errors import ModelStateError
 
 pytestmark = pytest.mark.skipif(not int8.available(), reason="no oneDNN int8 linear")
 
@@ -49,6 +50,12 @@ def test_zeros_stay_exact_and_empty_batches_pass():
     assert q.dtype == torch.uint8 and int(q[0, 1]) == zero  # 0.0 is a level
     assert (q.float() - zero).mul(scale).sub(torch.tensor([[-1.0, 0.0, 3.0]])).abs().max() \
         <= scale / 2 + 1e-7
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_inputs_are_named_not_rounded(bad):
+    with pytest.raises(ModelStateError, match="nan" if bad != bad else "inf"):
+        int8.quantize_activations(torch.tensor([[1.0, bad, -2.0]]))
 
 
 def test_quantize_replaces_linears_and_counts_their_int8_bytes():
