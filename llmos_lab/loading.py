@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from . import _io, assets, structure
+from . import _io, assets, int8, structure
 from ._io import quiet
 from .errors import ConfigError, LlmosError, ModelSourceError, TaskError
 from .model_task import ModelTask
@@ -272,8 +272,6 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 quantization of Linear layers (CPU): weights stored in int8, activations
     quantized on the fly (:mod:`llmos_lab.int8` on oneDNN, else ``torch.ao``). About 4x
     smaller Linear weights; the accuracy change is measured (``bench kernel``)."""
-    from . import int8
-
     if int8.available():
         return int8.quantize(model)
     from torch.ao.quantization import quantize_dynamic
